@@ -1,0 +1,233 @@
+"""The per-item record table: the data contract between every producer and every consumer.
+
+One row per item x method. Columns (DESIGN.md):
+
+====================  =========================================================================
+model, revision       provenance (strings; revision may be empty)
+task, method          provenance (strings)
+item_id               stable id of the item within the task (string)
+probs                 normalised probabilities over the item's classes, or null (open class set)
+label                 index of the gold class in probs, or null
+pred                  predicted class or token (string)
+confidence            the model's confidence in pred, in [0, 1]
+correct               bool: pred equals the gold answer
+extra                 method-specific raw numbers, stored as a JSON string
+====================  =========================================================================
+
+Readers accept JSONL, CSV (``probs``/``extra`` as JSON text) and Parquet. Only ``confidence`` and
+``correct`` are required to compute metrics; missing provenance columns are filled with defaults.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from calibench.errors import CalibenchError, located
+from calibench.io import write_with
+
+COLUMNS: tuple[str, ...] = (
+    "model",
+    "revision",
+    "task",
+    "method",
+    "item_id",
+    "probs",
+    "label",
+    "pred",
+    "confidence",
+    "correct",
+    "extra",
+)
+REQUIRED: tuple[str, ...] = ("confidence", "correct")
+_DEFAULTS: dict[str, Any] = {
+    "model": "",
+    "revision": "",
+    "task": "task",
+    "method": "method",
+    "probs": None,
+    "label": None,
+    "pred": "",
+    "extra": "{}",
+}
+PROB_TOL = 1e-4
+
+
+def make_records(rows: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
+    """Build a contract-shaped DataFrame from dict rows (missing optional columns get defaults)."""
+    df = pd.DataFrame(list(rows))
+    return normalize(df, source="<records>")
+
+
+def normalize(df: pd.DataFrame, *, source: str = "<records>") -> pd.DataFrame:
+    """Fill defaults, coerce dtypes and validate every row; errors name ``source`` and the row."""
+    if len(df) == 0:
+        raise CalibenchError(f"{source}: no records")
+    for col in REQUIRED:
+        if col not in df.columns:
+            raise CalibenchError(f"{source}: missing required column '{col}'")
+    df = df.copy()
+    if "item_id" not in df.columns:
+        df["item_id"] = [str(i) for i in range(len(df))]
+    for col, default in _DEFAULTS.items():
+        if col not in df.columns:
+            df[col] = [default] * len(df)
+    for col in ("model", "revision", "task", "method", "item_id", "pred"):
+        df[col] = df[col].map(lambda v: "" if v is None or (isinstance(v, float) and math.isnan(v)) else str(v))
+    df["extra"] = df["extra"].map(_extra_to_json)
+    conf = pd.to_numeric(df["confidence"], errors="coerce").to_numpy(dtype=float)
+    bad = ~np.isfinite(conf) | (conf < 0) | (conf > 1)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise located(f"confidence must be a finite number in [0, 1], got {df['confidence'].iloc[i]!r}",
+                      path=source, line=_row_line(df, i), field="confidence")
+    df["confidence"] = conf
+    df["correct"] = [_as_bool(v, source, _row_line(df, i)) for i, v in enumerate(df["correct"])]
+    probs = [_as_probs(v, source, _row_line(df, i)) for i, v in enumerate(df["probs"])]
+    labels = [_as_label(v, p, source, _row_line(df, i)) for i, (v, p) in enumerate(zip(df["label"], probs))]
+    df["probs"] = probs
+    df["label"] = pd.array(labels, dtype="Int64")
+    return df[list(COLUMNS)].reset_index(drop=True)
+
+
+def read_records(path: str | os.PathLike[str]) -> pd.DataFrame:
+    """Read and validate a records file (.jsonl/.json, .csv, .parquet)."""
+    path = Path(path)
+    if not path.exists():
+        raise CalibenchError(f"{path}: no such file")
+    suffix = path.suffix.lower()
+    if suffix in (".jsonl", ".json", ".ndjson"):
+        df = _read_jsonl(path)
+    elif suffix == ".csv":
+        try:
+            df = pd.read_csv(path)
+        except Exception as exc:  # pandas raises many types for broken CSV
+            raise CalibenchError(f"{path}: cannot parse CSV: {exc}") from exc
+        df["_line"] = np.arange(len(df)) + 2  # header is line 1
+    elif suffix == ".parquet":
+        try:
+            df = pd.read_parquet(path)
+        except Exception as exc:
+            raise CalibenchError(f"{path}: cannot read Parquet: {exc}") from exc
+    else:
+        raise CalibenchError(f"{path}: unknown records format '{suffix}' (use .jsonl, .csv or .parquet)")
+    return normalize(df, source=str(path))
+
+
+def write_records(df: pd.DataFrame, path: str | os.PathLike[str]) -> None:
+    """Atomically write records as Parquet (probs as list<double>, extra as JSON text)."""
+    out = df[list(COLUMNS)].copy()
+    out["label"] = out["label"].astype("Int64")
+    write_with(path, lambda tmp: out.to_parquet(tmp, index=False))
+
+
+def _read_jsonl(path: Path) -> pd.DataFrame:
+    rows = []
+    with open(path, encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise located(f"invalid JSON ({exc.msg})", path=path, line=lineno) from exc
+            if not isinstance(obj, dict):
+                raise located("each line must be a JSON object", path=path, line=lineno)
+            obj["_line"] = lineno
+            rows.append(obj)
+    if not rows:
+        raise CalibenchError(f"{path}: no records")
+    return pd.DataFrame(rows)
+
+
+def _row_line(df: pd.DataFrame, i: int) -> int | None:
+    if "_line" in df.columns:
+        return int(df["_line"].iloc[i])
+    return None
+
+
+def _as_bool(v: Any, source: str, line: int | None) -> bool:
+    if isinstance(v, (bool, np.bool_)):
+        return bool(v)
+    if isinstance(v, (int, np.integer)) and v in (0, 1):
+        return bool(v)
+    if isinstance(v, (float, np.floating)) and v in (0.0, 1.0):
+        return bool(v)
+    if isinstance(v, str) and v.strip().lower() in ("true", "false", "0", "1"):
+        return v.strip().lower() in ("true", "1")
+    raise located(f"correct must be true/false or 0/1, got {v!r}", path=source, line=line, field="correct")
+
+
+def _is_null(v: Any) -> bool:
+    if v is None:
+        return True
+    if isinstance(v, float) and math.isnan(v):
+        return True
+    return v is pd.NA
+
+
+def _as_probs(v: Any, source: str, line: int | None) -> list[float] | None:
+    if _is_null(v):
+        return None
+    if isinstance(v, str):
+        if not v.strip():
+            return None
+        try:
+            v = json.loads(v)
+        except json.JSONDecodeError as exc:
+            raise located("probs is not a JSON list", path=source, line=line, field="probs") from exc
+        if v is None:
+            return None
+    arr = np.asarray(v, dtype=float).ravel()
+    if arr.size < 2:
+        raise located("probs needs at least two classes", path=source, line=line, field="probs")
+    if not np.all(np.isfinite(arr)) or (arr < 0).any() or (arr > 1).any():
+        raise located("probs must be finite and in [0, 1]", path=source, line=line, field="probs")
+    if abs(arr.sum() - 1.0) > PROB_TOL:
+        raise located(f"probs must sum to 1 (tolerance {PROB_TOL}), sums to {arr.sum():.6f}",
+                      path=source, line=line, field="probs")
+    return arr.tolist()
+
+
+def _as_label(v: Any, probs: list[float] | None, source: str, line: int | None) -> int | None:
+    if _is_null(v):
+        if probs is not None:
+            raise located("label is required where probs is given", path=source, line=line, field="label")
+        return None
+    try:
+        f = float(v)
+    except (TypeError, ValueError) as exc:
+        raise located(f"label must be an integer, got {v!r}", path=source, line=line, field="label") from exc
+    if not f.is_integer():
+        raise located(f"label must be an integer, got {v!r}", path=source, line=line, field="label")
+    label = int(f)
+    if probs is None:
+        return label
+    if not 0 <= label < len(probs):
+        raise located(f"label {label} out of range for {len(probs)} classes", path=source, line=line, field="label")
+    return label
+
+
+def _extra_to_json(v: Any) -> str:
+    if _is_null(v):
+        return "{}"
+    if isinstance(v, str):
+        return v
+    return json.dumps(v, sort_keys=True, default=float)
+
+
+def probs_matrix(df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray] | None:
+    """Stack ``probs``/``label`` into (N x K, N) arrays if every row has the same class count."""
+    if any(p is None for p in df["probs"]):
+        return None
+    sizes = {len(p) for p in df["probs"]}
+    if len(sizes) != 1:
+        return None
+    return np.asarray(list(df["probs"]), dtype=float), df["label"].to_numpy(dtype=int)
