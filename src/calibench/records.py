@@ -86,14 +86,22 @@ def normalize(df: pd.DataFrame, *, source: str = "<records>") -> pd.DataFrame:
     bad = ~np.isfinite(conf) | (conf < 0) | (conf > 1)
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
-        raise located(f"confidence must be a finite number in [0, 1], got {df['confidence'].iloc[i]!r}",
+        raise located(f"confidence must be a finite number in [0, 1], got {_show(df['confidence'].iloc[i])}",
                       path=source, line=_row_line(df, i), field="confidence")
     df["confidence"] = conf
-    df["correct"] = [_as_bool(v, source, _row_line(df, i)) for i, v in enumerate(df["correct"])]
-    probs = [_as_probs(v, source, _row_line(df, i)) for i, v in enumerate(df["probs"])]
-    labels = [_as_label(v, p, source, _row_line(df, i)) for i, (v, p) in enumerate(zip(df["label"], probs))]
-    df["probs"] = probs
-    df["label"] = pd.array(labels, dtype="Int64")
+    if pd.api.types.is_bool_dtype(df["correct"]):
+        df["correct"] = df["correct"].to_numpy(dtype=bool)
+    else:
+        df["correct"] = [_as_bool(v, source, _row_line(df, i)) for i, v in enumerate(df["correct"])]
+    if df["probs"].map(_is_null).all() and df["label"].map(_is_null).all():
+        # Open class sets (CLM tokens, open facts): nothing per row to check; keep big tables fast.
+        df["probs"] = [None] * len(df)
+        df["label"] = pd.array([None] * len(df), dtype="Int64")
+    else:
+        probs = [_as_probs(v, source, _row_line(df, i)) for i, v in enumerate(df["probs"])]
+        labels = [_as_label(v, p, source, _row_line(df, i)) for i, (v, p) in enumerate(zip(df["label"], probs, strict=True))]
+        df["probs"] = probs
+        df["label"] = pd.array(labels, dtype="Int64")
     return df[list(COLUMNS)].reset_index(drop=True)
 
 
@@ -162,7 +170,7 @@ def _as_bool(v: Any, source: str, line: int | None) -> bool:
         return bool(v)
     if isinstance(v, str) and v.strip().lower() in ("true", "false", "0", "1"):
         return v.strip().lower() in ("true", "1")
-    raise located(f"correct must be true/false or 0/1, got {v!r}", path=source, line=line, field="correct")
+    raise located(f"correct must be true/false or 0/1, got {_show(v)}", path=source, line=line, field="correct")
 
 
 def _is_null(v: Any) -> bool:
@@ -185,7 +193,12 @@ def _as_probs(v: Any, source: str, line: int | None) -> list[float] | None:
             raise located("probs is not a JSON list", path=source, line=line, field="probs") from exc
         if v is None:
             return None
-    arr = np.asarray(v, dtype=float).ravel()
+    try:
+        arr = np.asarray(v, dtype=float)
+    except (TypeError, ValueError) as exc:
+        raise located(f"probs must be a list of numbers, got {_show(v)}", path=source, line=line, field="probs") from exc
+    if arr.ndim != 1:
+        raise located("probs must be a flat list of numbers", path=source, line=line, field="probs")
     if arr.size < 2:
         raise located("probs needs at least two classes", path=source, line=line, field="probs")
     if not np.all(np.isfinite(arr)) or (arr < 0).any() or (arr > 1).any():
@@ -204,15 +217,22 @@ def _as_label(v: Any, probs: list[float] | None, source: str, line: int | None) 
     try:
         f = float(v)
     except (TypeError, ValueError) as exc:
-        raise located(f"label must be an integer, got {v!r}", path=source, line=line, field="label") from exc
+        raise located(f"label must be an integer, got {_show(v)}", path=source, line=line, field="label") from exc
     if not f.is_integer():
-        raise located(f"label must be an integer, got {v!r}", path=source, line=line, field="label")
+        raise located(f"label must be an integer, got {_show(v)}", path=source, line=line, field="label")
     label = int(f)
     if probs is None:
         return label
     if not 0 <= label < len(probs):
         raise located(f"label {label} out of range for {len(probs)} classes", path=source, line=line, field="label")
     return label
+
+
+def _show(v: Any) -> str:
+    """repr() of a value as the user wrote it (numpy scalars shown as plain Python numbers)."""
+    if isinstance(v, np.generic):
+        v = v.item()
+    return repr(v)
 
 
 def _extra_to_json(v: Any) -> str:

@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
-from calibench.commands import evaluate, lifecycle, metrics, study, train
+from calibench.commands import evaluate, from_lm_eval, lifecycle, metrics, study, train
 
-REGISTRARS = [metrics.register, evaluate.register, train.register, study.register, lifecycle.register]
+REGISTRARS = [
+    metrics.register,
+    evaluate.register,
+    from_lm_eval.register,
+    train.register,
+    study.register,
+    lifecycle.register,
+]

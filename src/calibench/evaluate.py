@@ -1,0 +1,312 @@
+"""``run_eval``: one model, several tasks, every requested confidence method, one run folder out.
+
+A run folder holds:
+
+* ``records.parquet``: the contract columns (calibench.records), one row per item x method (per token
+  for CLM). Rows are streamed through one ``pyarrow.ParquetWriter`` into a temporary file that is
+  renamed at the end, so a crash never leaves a half-written table and CLM memory does not grow
+  with the corpus.
+* ``metrics.json``: every metric with a percentile-bootstrap CI per task x method (``summarize``).
+* ``reliability_<task>.png``: one grid per task, a reliability diagram per method.
+* ``config.json``: what is needed to reproduce the numbers (package versions, model id, revision and
+  weights hash, seed, task content hashes, methods, options, the command line).
+
+The same call twice gives identical records: seeds are fixed, tasks are loaded with the seed, the
+engine decodes greedily and the methods are pure functions of the engine's numbers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.metadata
+import math
+import random
+import re
+import shlex
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from calibench.errors import CalibenchError
+from calibench.io import atomic_path, write_json
+from calibench.methods import METHODS, MethodOptions, iter_token_records, parse_methods, resolve_methods
+from calibench.records import COLUMNS, make_records
+
+RECORDS_FILE = "records.parquet"
+METRICS_FILE = "metrics.json"
+CONFIG_FILE = "config.json"
+_PACKAGES = ("calibench", "torch", "transformers", "tokenizers", "numpy", "pandas", "pyarrow")
+
+
+def arrow_schema() -> Any:
+    """The Parquet schema of records.parquet (what ``records.write_records`` produces via pandas)."""
+    import pyarrow as pa
+
+    return pa.schema([
+        ("model", pa.string()), ("revision", pa.string()), ("task", pa.string()), ("method", pa.string()),
+        ("item_id", pa.string()), ("probs", pa.list_(pa.float64())), ("label", pa.int64()),
+        ("pred", pa.string()), ("confidence", pa.float64()), ("correct", pa.bool_()), ("extra", pa.string()),
+    ])
+
+
+@dataclass
+class RunResult:
+    """A finished run: its folder, the records written and the metrics table."""
+
+    out_dir: Path
+    records: pd.DataFrame
+    metrics: pd.DataFrame
+
+
+def load_run_records(run: str | Path) -> pd.DataFrame:
+    """Records of a run folder (or a records file) without per-row revalidation (they were validated
+    when written); ``label`` comes back as nullable Int64."""
+    path = Path(run)
+    if path.is_dir():
+        path = path / RECORDS_FILE
+    if not path.exists():
+        raise CalibenchError(f"{run}: not a calibench run (no {RECORDS_FILE})")
+    if path.suffix.lower() != ".parquet":
+        from calibench.records import read_records
+
+        return read_records(path)
+    try:
+        df = pd.read_parquet(path)
+    except Exception as exc:  # pyarrow raises several types for broken files
+        raise CalibenchError(f"{path}: cannot read Parquet: {exc}") from exc
+    missing = [c for c in COLUMNS if c not in df.columns]
+    if missing:
+        raise CalibenchError(f"{path}: missing column(s) {missing}")
+    df["label"] = df["label"].astype("Int64")
+    df["probs"] = [None if p is None else list(p) for p in df["probs"]]
+    return df[list(COLUMNS)]
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (greedy scoring is deterministic anyway; sampling code is not)."""
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    import torch
+
+    torch.manual_seed(seed)
+
+
+def slug(name: str) -> str:
+    """A file-name-safe version of a task name (task names may be paths)."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(name).stem if "/" in name else name).strip("_") or "task"
+
+
+def _versions() -> dict[str, str | None]:
+    out: dict[str, str | None] = {}
+    for pkg in _PACKAGES:
+        try:
+            out[pkg] = importlib.metadata.version(pkg)
+        except importlib.metadata.PackageNotFoundError:
+            out[pkg] = None
+    return out
+
+
+def _jsonable_metrics(metrics: pd.DataFrame) -> list[dict[str, Any]]:
+    rows = []
+    for rec in metrics.to_dict("records"):
+        rows.append({k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in rec.items()})
+    return rows
+
+
+def _spec_dict(spec: Any) -> Any:
+    if dataclasses.is_dataclass(spec) and not isinstance(spec, type):
+        return {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(spec).items()}
+    return None if spec is None else str(spec)
+
+
+def _log(progress: bool, message: str) -> None:
+    if progress:
+        from rich.console import Console
+
+        Console(stderr=True, highlight=False).print(message)
+
+
+def load_tasks(names: Sequence[str], *, limit: int | None, seed: int) -> list[Any]:
+    """Load each task once; two names resolving to the same task name are an error."""
+    from calibench.tasks import load_task
+
+    if not names:
+        raise CalibenchError("no tasks given")
+    tasks, seen = [], set()
+    for name in names:
+        task = load_task(name, limit=limit, seed=seed)
+        if task.name in seen:
+            raise CalibenchError(f"task '{task.name}' is given twice")
+        seen.add(task.name)
+        if not task.items:
+            raise CalibenchError(f"task '{task.name}' has no items")
+        tasks.append(task)
+    return tasks
+
+
+def run_eval(
+    model_args: str,
+    tasks: Sequence[str],
+    methods: str | Sequence[str],
+    out_dir: str | Path,
+    *,
+    batch_size: int = 8,
+    device: str = "cpu",
+    seed: int = 0,
+    limit: int | None = None,
+    num_fewshot: int = 0,
+    chat_template: bool = False,
+    n_bins: int = 10,
+    bootstrap: int = 1000,
+    trust_remote_code: bool = False,
+    allow_pickle: bool = False,
+    progress: bool = True,
+    loaded: Any = None,
+    max_new_tokens: int = 8,
+    window: int | None = None,
+    stride: int | None = None,
+    command: str | None = None,
+    figures: bool = True,
+) -> RunResult:
+    """Evaluate one model on ``tasks`` with ``methods`` (``"all"`` or names) and write ``out_dir``.
+
+    ``loaded`` (a ``LoadedModel``) skips loading, e.g. when a study scores one model many times;
+    ``model_args`` is then only recorded. ``figures=False`` skips the reliability PNGs (they take
+    longer than scoring a small task). Inputs are validated before the model is loaded, so a typo
+    in a method or task name fails in a second, not after minutes of loading.
+    """
+    started = time.time()
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise CalibenchError(f"{out}: exists and is not a folder")
+    if n_bins < 1:
+        raise CalibenchError(f"n_bins must be >= 1, got {n_bins}")
+    if bootstrap < 0:
+        raise CalibenchError(f"bootstrap must be >= 0, got {bootstrap}")
+    opts = MethodOptions.from_mapping({"num_fewshot": num_fewshot, "chat_template": chat_template,
+                                       "max_new_tokens": max_new_tokens, "window": window, "stride": stride})
+    parse_methods(methods)
+    from calibench.models.loading import load_model, parse_model_args
+
+    spec = parse_model_args(model_args) if loaded is None else None
+    seed_everything(seed)
+    task_objs = load_tasks(tasks, limit=limit, seed=seed)
+    units = resolve_methods(methods, task_objs)
+
+    from calibench.models.engine import ScoringEngine
+
+    if loaded is None:
+        loaded = load_model(spec, device=device, trust_remote_code=trust_remote_code, allow_pickle=allow_pickle)
+    seed_everything(seed)
+    max_length = getattr(getattr(loaded, "spec", None), "max_length", None)
+    engine = ScoringEngine(loaded.model, loaded.tokenizer, batch_size=batch_size, max_length=max_length,
+                           device=device, progress=progress)
+    model_id, revision = str(loaded.model_id), str(getattr(loaded, "revision", None) or "")
+
+    counts = _write_records(out / RECORDS_FILE, engine, loaded.tokenizer, units, opts,
+                            model_id=model_id, revision=revision, progress=progress)
+    records = load_run_records(out)
+    metrics = _summarize(records, n_bins=n_bins, bootstrap=bootstrap, seed=seed)
+    write_json(out / METRICS_FILE, {"n_bins": n_bins, "binning": "width", "bootstrap": bootstrap, "level": 0.95,
+                                    "seed": seed, "metrics": _jsonable_metrics(metrics)})
+    pngs = write_reliability_grids(records, out, n_bins=n_bins) if figures else []
+    write_json(out / CONFIG_FILE, {
+        "calibench_run": 1,
+        "command": command if command is not None else shlex.join(sys.argv),
+        "versions": _versions(),
+        "model": {"model_args": model_args, "model_id": model_id, "revision": revision,
+                  "weights_hash": getattr(loaded, "weights_hash", None), "spec": _spec_dict(getattr(loaded, "spec", None))},
+        "tasks": [{"name": t.name, "kind": t.kind, "n_items": len(t.items), "content_hash": t.content_hash}
+                  for t in task_objs],
+        "requested": {"tasks": list(tasks), "methods": methods if isinstance(methods, str) else list(methods)},
+        "units": [{"task": t.name, "method": m, "n_records": counts[(t.name, m)]} for t, m in units],
+        "seed": seed,
+        "options": {**dataclasses.asdict(opts), "batch_size": batch_size, "device": device, "limit": limit,
+                    "n_bins": n_bins, "bootstrap": bootstrap, "trust_remote_code": trust_remote_code,
+                    "allow_pickle": allow_pickle},
+        "figures": pngs,
+        "seconds": round(time.time() - started, 3),
+    })
+    return RunResult(out, records, metrics)
+
+
+def _write_records(path: Path, engine: Any, tokenizer: Any, units: list[tuple[Any, str]], opts: MethodOptions,
+                   *, model_id: str, revision: str, progress: bool) -> dict[tuple[str, str], int]:
+    """Run every unit and stream its rows into one Parquet file (atomically renamed at the end)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from calibench.methods import clear_cache
+
+    schema = arrow_schema()
+    counts: dict[tuple[str, str], int] = {}
+
+    def table(frame: pd.DataFrame) -> pa.Table:
+        frame = frame.copy()
+        frame["model"] = model_id
+        frame["revision"] = revision
+        frame["label"] = frame["label"].astype("Int64")
+        return pa.Table.from_pandas(frame[list(COLUMNS)], schema=schema, preserve_index=False)
+
+    try:
+        with atomic_path(path) as tmp:
+            writer = pq.ParquetWriter(tmp, schema)
+            try:
+                for i, (task, method) in enumerate(units, start=1):
+                    t0 = time.time()
+                    _log(progress, f"[{i}/{len(units)}] {task.name} · {method}")
+                    n = 0
+                    if method == "token":
+                        for frame in iter_token_records(engine, task, tokenizer=tokenizer, options=opts):
+                            writer.write_table(table(frame))
+                            n += len(frame)
+                    else:
+                        rows = METHODS[method](engine, task, tokenizer=tokenizer, options=opts)
+                        frame = make_records(rows)
+                        writer.write_table(table(frame))
+                        n = len(frame)
+                    if n == 0:
+                        raise CalibenchError(f"task '{task.name}' method '{method}' produced no records")
+                    counts[(task.name, method)] = n
+                    _log(progress, f"      {n} records in {time.time() - t0:.1f}s")
+            finally:
+                writer.close()
+    finally:
+        clear_cache(engine)
+    return counts
+
+
+def _summarize(records: pd.DataFrame, *, n_bins: int, bootstrap: int, seed: int) -> pd.DataFrame:
+    from calibench.metrics import summarize
+
+    return summarize(records, n_bins=n_bins, n_resamples=bootstrap, seed=seed)
+
+
+def write_reliability_grids(records: pd.DataFrame, out: Path, *, n_bins: int) -> list[str]:
+    """One PNG per task: a reliability diagram per method, in record order."""
+    from calibench.report.diagrams import reliability_diagram
+    from calibench.report.plots import plot_reliability_grid
+
+    written = []
+    for task, group in records.groupby("task", sort=False):
+        diagrams = {
+            str(method): reliability_diagram(g["confidence"].to_numpy(float), g["correct"].to_numpy(bool),
+                                             n_bins=n_bins)
+            for method, g in group.groupby("method", sort=False)
+        }
+        name = f"reliability_{slug(str(task))}.png"
+        fig = plot_reliability_grid(diagrams, out / name, suptitle=str(task))
+        _close(fig)
+        written.append(name)
+    return written
+
+
+def _close(fig: Any) -> None:
+    """Release a matplotlib Figure's memory (pyplot-free figures need no plt.close)."""
+    fig.clear()

@@ -1,0 +1,597 @@
+"""Confidence extraction methods: from the scoring engine's raw numbers to contract records.
+
+Every method is a function ``(engine, task, *, tokenizer=None, options=None) -> list[dict]`` that
+returns one record dict per item (``model``/``revision`` are filled in later by ``run_eval``). The
+methods only talk to the engine through its five calls (``score_options``, ``next_token``,
+``greedy``, ``score_tokens``, ``loglikelihood``), so tests can drive them with a fake engine.
+
+Several methods need the same forward passes: continuation-sum/mean/min are three views of one
+``score_options`` call, and sequence / p-true share one greedy generation. Those passes are cached per
+(engine, task, prompt options) so ``--methods all`` scores each task once.
+
+Which method applies to which task kind is in ``APPLIES_TO``; calling a method on another kind raises
+``CalibenchError``. ``resolve_methods`` expands ``all`` to the methods that fit each task.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import string
+import weakref
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, fields
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from calibench.errors import CalibenchError
+
+LETTERS = string.ascii_uppercase
+_TAIL = 48  # characters of a prompt's end used to tokenise what follows it
+CONTINUATION_METHODS = ("continuation-sum", "continuation-mean", "continuation-min")
+
+APPLIES_TO: dict[str, tuple[str, ...]] = {
+    "choice": ("mc",),
+    "continuation-sum": ("mc",),
+    "continuation-mean": ("mc",),
+    "continuation-min": ("mc",),
+    "first-token": ("facts",),
+    "sequence": ("facts",),
+    "p-true": ("facts", "mc"),
+    "token": ("clm",),
+}
+
+# The p-true question (Kadavath et al. 2022, simplified to one line of options).
+P_TRUE_TEMPLATE = "Question: {question}\nProposed answer: {answer}\nIs the proposed answer true?\nAnswer:"
+
+
+@dataclass(frozen=True)
+class MethodOptions:
+    """Knobs that change prompts or passes; part of every cache key, recorded in config.json."""
+
+    num_fewshot: int = 0
+    chat_template: bool = False
+    seed: int = 0  # picks few-shot examples (per item, stable)
+    max_new_tokens: int = 8
+    window: int | None = None
+    stride: int | None = None
+
+    @classmethod
+    def from_mapping(cls, options: Mapping[str, Any] | MethodOptions | None) -> MethodOptions:
+        """Validate a user dict of options (unknown keys are an error, not silently ignored)."""
+        if isinstance(options, MethodOptions):
+            return options
+        options = dict(options or {})
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(options) - known)
+        if unknown:
+            raise CalibenchError(f"unknown method option(s) {unknown}; known: {sorted(known)}")
+        opts = cls(**options)
+        if opts.num_fewshot < 0:
+            raise CalibenchError(f"num_fewshot must be >= 0, got {opts.num_fewshot}")
+        if opts.max_new_tokens < 1:
+            raise CalibenchError(f"max_new_tokens must be >= 1, got {opts.max_new_tokens}")
+        return opts
+
+
+# --------------------------------------------------------------------------------------------------
+# tokenizer helpers
+
+
+def _tokenizer(engine: Any, tokenizer: Any) -> Any:
+    tok = tokenizer if tokenizer is not None else getattr(engine, "tokenizer", None)
+    if tok is None:
+        raise CalibenchError("this method needs the model's tokenizer (pass tokenizer=...)")
+    return tok
+
+
+def _encode(tok: Any, text: str) -> list[int]:
+    return list(tok.encode(text, add_special_tokens=False))
+
+
+def continuation_ids(tok: Any, context: str, continuation: str) -> list[int]:
+    """Token ids of ``continuation`` as it follows ``context`` (lm-evaluation-harness semantics).
+
+    Trailing whitespace of the context moves to the continuation, then the continuation tokens are
+    ``enc(context + continuation)[len(enc(context)):]``, so merges across the boundary are honoured.
+    """
+    n_space = len(context) - len(context.rstrip())
+    if n_space:
+        continuation = context[-n_space:] + continuation
+        context = context[:-n_space]
+    whole = _encode(tok, context + continuation)
+    ctx = _encode(tok, context)
+    if whole[: len(ctx)] != ctx:  # the boundary merged into the context: fall back to the bare encoding
+        return _encode(tok, continuation)
+    return whole[len(ctx):]
+
+
+def answer_token_ids(tok: Any, words: Sequence[str], *, context: str = "Answer:", chat: bool = False,
+                     engine: Any = None) -> tuple[list[int], str]:
+    """One token id per answer word (letters ``A``, ``B``...) as it follows ``context``.
+
+    Plain prompts end in "Answer:" and the answer is ``" A"`` (one token in GPT-2/NeoX BPE, ``▁A`` in
+    SentencePiece); in a chat turn the answer starts the assistant message bare (``"A"``), as
+    ``calibench.tasks.prompts.mc_choice_letters`` says. If the preferred form is not one token per
+    word after the context (small BPE vocabularies without ``ĠE``), the other form is tried, then the
+    bare word on its own. The ids must be distinct. Returns (ids, variant): "space", "bare" or "alone".
+    """
+    order = ("bare", "space") if chat else ("space", "bare")
+    tries: list[tuple[str, Callable[[str], list[int]]]] = [
+        (v, lambda w, v=v: _follow_ids(engine, tok, context, (" " if v == "space" else "") + w)) for v in order
+    ]
+    tries.append(("alone", lambda w: _encode(tok, w)))
+    for variant, encode in tries:
+        ids: list[int] = []
+        for word in words:
+            t = encode(word)
+            if len(t) != 1:
+                break
+            ids.append(t[0])
+        else:
+            if len(set(ids)) == len(ids):
+                return ids, variant
+    raise CalibenchError(
+        f"the tokenizer has no distinct single token for each of {list(words)} (with or without a "
+        "leading space), so the 'choice' method cannot read their next-token probabilities"
+    )
+
+
+def _follow_ids(engine: Any, tok: Any, prompt: str, continuation: str) -> list[int]:
+    """Ids of ``continuation`` as the model would produce it right after ``prompt`` as given.
+
+    Unlike lm-eval's pair encoding, trailing whitespace stays in the prompt (a chat prompt ends in
+    a newline and ``next_token`` reads the token after it). Encoding follows the engine (BOS rules).
+    """
+    encode = getattr(engine, "encode", None) or (lambda text: _encode(tok, text))
+    whole, ctx = list(encode(prompt + continuation)), list(encode(prompt))
+    if whole[: len(ctx)] == ctx and len(whole) > len(ctx):
+        return whole[len(ctx):]
+    return continuation_ids(tok, prompt, continuation)
+
+
+def _decode(tok: Any, ids: Sequence[int]) -> str:
+    return tok.decode(list(ids), skip_special_tokens=True)
+
+
+# --------------------------------------------------------------------------------------------------
+# answer normalisation (SQuAD-style exact match)
+
+_SENTENCE_END = re.compile(r"[.!?](?=\s|$)|\n")
+_ARTICLES = re.compile(r"\b(a|an|the)\b")
+_PUNCT = str.maketrans("", "", string.punctuation)
+
+
+def first_sentence(text: str) -> str:
+    """The answer up to its first sentence end (``.``/``!``/``?`` before whitespace or the end, or a
+    newline), stripped; "Washington, D.C. is..." keeps "Washington, D.C"."""
+    m = _SENTENCE_END.search(text)
+    return (text[: m.start()] if m else text).strip()
+
+
+def normalize_answer(text: str) -> str:
+    """Lowercase, drop punctuation and the articles a/an/the, collapse whitespace."""
+    text = text.lower().translate(_PUNCT)
+    text = _ARTICLES.sub(" ", text)
+    return " ".join(text.split())
+
+
+def answer_matches(answer: str, gold: Sequence[str]) -> bool:
+    """Normalised exact match of ``answer`` against any gold string (an empty answer never matches)."""
+    norm = normalize_answer(answer)
+    return bool(norm) and any(norm == normalize_answer(g) for g in gold if g)
+
+
+# --------------------------------------------------------------------------------------------------
+# prompts
+
+
+def _shots(task: Any, item: Any, opts: MethodOptions) -> list:
+    """k solved examples for ``item`` (never itself; stable per item and seed)."""
+    from calibench.tasks.prompts import select_fewshot
+
+    return select_fewshot(task, item, opts.num_fewshot, seed=opts.seed) if opts.num_fewshot else []
+
+
+def _chat_tok(tok: Any, opts: MethodOptions) -> Any:
+    return tok if opts.chat_template else None
+
+
+def _choice_prompts(task: Any, tok: Any, opts: MethodOptions) -> list[str]:
+    from calibench.tasks.prompts import mc_choice_prompt
+
+    chat = _chat_tok(tok, opts)
+    return [mc_choice_prompt(item, fewshot=_shots(task, item, opts), chat_template=chat) for item in task.items]
+
+
+def _continuation_requests(task: Any, tok: Any, opts: MethodOptions) -> list[tuple[str, list[str]]]:
+    from calibench.tasks.prompts import mc_continuation_context, mc_continuation_options
+
+    chat = _chat_tok(tok, opts)
+    return [(mc_continuation_context(item, fewshot=_shots(task, item, opts), chat_template=chat),
+             mc_continuation_options(item, chat=opts.chat_template)) for item in task.items]
+
+
+def _fact_prompts(task: Any, tok: Any, opts: MethodOptions) -> list[str]:
+    """Cloze prompts ("The capital of France is"), chat-wrapped on request."""
+    from calibench.tasks.prompts import fact_prompt
+
+    chat = _chat_tok(tok, opts)
+    return [fact_prompt(item, fewshot=_shots(task, item, opts), chat_template=chat) for item in task.items]
+
+
+def _sep(opts: MethodOptions) -> str:
+    """What precedes an answer: a space after plain text, nothing at the start of an assistant turn."""
+    return "" if opts.chat_template else " "
+
+
+# --------------------------------------------------------------------------------------------------
+# shared passes, cached per engine
+
+
+_CACHE: weakref.WeakKeyDictionary[Any, dict[tuple, Any]] = weakref.WeakKeyDictionary()
+
+
+def _cached(engine: Any, key: tuple, compute: Callable[[], Any]) -> Any:
+    try:
+        store = _CACHE.setdefault(engine, {})
+    except TypeError:  # an engine that cannot be weakly referenced: no caching
+        return compute()
+    if key not in store:
+        store[key] = compute()
+    return store[key]
+
+
+def clear_cache(engine: Any | None = None) -> None:
+    """Drop cached passes (for one engine, or all)."""
+    if engine is None:
+        _CACHE.clear()
+    else:
+        _CACHE.pop(engine, None)
+
+
+def _task_key(task: Any, opts: MethodOptions) -> tuple:
+    ids = tuple(getattr(it, "item_id", i) for i, it in enumerate(task.items))
+    return (task.name, getattr(task, "content_hash", ""), hash(ids), opts)
+
+
+def _option_scores(engine: Any, task: Any, tok: Any, opts: MethodOptions) -> list[list[Any]]:
+    """One ``score_options`` pass: every option as " " + option after the question context."""
+
+    def compute() -> list[list[Any]]:
+        return engine.score_options(_continuation_requests(task, tok, opts))
+
+    return _cached(engine, ("options",) + _task_key(task, opts), compute)
+
+
+@dataclass
+class _Answer:
+    text: str  # the answer cut at the first sentence end
+    logprob: float  # sum of the log-probs of the tokens that spell it
+    n_tokens: int
+    raw: str  # the full greedy generation
+    truncated: int
+
+
+def _greedy_answers(engine: Any, task: Any, tok: Any, opts: MethodOptions) -> list[_Answer]:
+    """One greedy pass over the fact prompts, each answer cut at its first sentence end."""
+
+    def compute() -> list[_Answer]:
+        prompts = _fact_prompts(task, tok, opts)
+        gens = engine.greedy(prompts, max_new_tokens=opts.max_new_tokens, stop=("\n",))
+        return [_cut_generation(tok, g) for g in gens]
+
+    return _cached(engine, ("greedy",) + _task_key(task, opts), compute)
+
+
+def _cut_generation(tok: Any, gen: Any) -> _Answer:
+    """Cut the generation at its first sentence end and keep the log-prob of the tokens spelling it.
+
+    The tokens counted are the shortest prefix whose decoding covers the cut answer, so the period
+    after "Paris" does not lower the confidence in "Paris".
+    """
+    ids = list(gen.token_ids)
+    lps = np.asarray(gen.token_logprobs, dtype=np.float64)
+    full = _decode(tok, ids)
+    answer = first_sentence(full)
+    k = 0
+    if answer:
+        end = full.find(answer) + len(answer)
+        for j in range(1, len(ids) + 1):
+            if len(_decode(tok, ids[:j])) >= end:
+                k = j
+                break
+    return _Answer(answer, float(lps[:k].sum()), k, full, int(getattr(gen, "truncated", 0)))
+
+
+# --------------------------------------------------------------------------------------------------
+# record helpers
+
+
+def _softmax(x: Sequence[float]) -> np.ndarray:
+    a = np.asarray(x, dtype=np.float64)
+    e = np.exp(a - a.max())
+    return e / e.sum()
+
+
+def _record(task: Any, method: str, item_id: str, *, confidence: float, correct: bool, pred: str,
+            probs: list[float] | None = None, label: int | None = None, extra: dict | None = None) -> dict:
+    return {
+        "task": task.name,
+        "method": method,
+        "item_id": str(item_id),
+        "probs": probs,
+        "label": label,
+        "pred": pred,
+        "confidence": float(min(max(confidence, 0.0), 1.0)),
+        "correct": bool(correct),
+        "extra": extra or {},
+    }
+
+
+def _class_record(task: Any, method: str, item: Any, probs: np.ndarray, extra: dict) -> dict:
+    pred = int(np.argmax(probs))
+    return _record(task, method, item.item_id, confidence=float(probs[pred]), correct=pred == item.label,
+                   pred=str(pred), probs=probs.tolist(), label=int(item.label), extra=extra)
+
+
+def _check_kind(task: Any, method: str) -> None:
+    kinds = APPLIES_TO[method]
+    if task.kind not in kinds:
+        raise CalibenchError(
+            f"method '{method}' does not apply to task '{task.name}' (a {task.kind} task); "
+            f"it needs a {' or '.join(kinds)} task"
+        )
+
+
+# --------------------------------------------------------------------------------------------------
+# the methods
+
+
+def choice(engine: Any, task: Any, *, tokenizer: Any = None, options: Mapping[str, Any] | None = None) -> list[dict]:
+    """Letters after "Answer:": next-token probabilities of the item's letters, renormalised.
+
+    ``extra`` keeps the raw letter probabilities (HELM's unnormalised number), their sum (how much
+    mass the model puts on any valid letter) and whether the top token overall was a letter.
+    """
+    _check_kind(task, "choice")
+    opts = MethodOptions.from_mapping(options)
+    tok = _tokenizer(engine, tokenizer)
+    prompts = _choice_prompts(task, tok, opts)
+    cands, variants, memo = [], [], {}
+    for item, prompt in zip(task.items, prompts, strict=True):
+        key = (prompt[-_TAIL:], len(item.options))  # the boundary depends only on the prompt's end
+        if key not in memo:
+            memo[key] = answer_token_ids(tok, LETTERS[: len(item.options)], context=prompt[-_TAIL:],
+                                         chat=opts.chat_template, engine=engine)
+        ids, variant = memo[key]
+        cands.append(ids)
+        variants.append(variant)
+    outs = engine.next_token(prompts, cands)
+    records = []
+    for item, out, ids, variant in zip(task.items, outs, cands, variants, strict=True):
+        lp = np.asarray(out.candidate_logprobs, dtype=np.float64)
+        raw = np.exp(lp)
+        extra = {
+            "letter_probs": raw.tolist(),
+            "letter_mass": float(raw.sum()),
+            "top_is_letter": int(out.top_id) in ids,
+            "letter_tokens": variant,
+            "truncated": int(getattr(out, "truncated", 0)),
+        }
+        records.append(_class_record(task, "choice", item, _softmax(lp), extra))
+    return records
+
+
+def _continuation(method: str, stat: str) -> Callable[..., list[dict]]:
+    def run(engine: Any, task: Any, *, tokenizer: Any = None,
+            options: Mapping[str, Any] | None = None) -> list[dict]:
+        _check_kind(task, method)
+        opts = MethodOptions.from_mapping(options)
+        tok = _tokenizer(engine, tokenizer)
+        records = []
+        for item, scores in zip(task.items, _option_scores(engine, task, tok, opts), strict=True):
+            values = [float(getattr(s, stat)) for s in scores]
+            extra = {
+                "loglik": [float(s.sum) for s in scores],
+                "n_tokens": [int(s.n_tokens) for s in scores],
+                "is_greedy": [bool(s.is_greedy) for s in scores],
+                "score": values,
+                "truncated": max(int(getattr(s, "truncated", 0)) for s in scores),
+            }
+            records.append(_class_record(task, method, item, _softmax(values), extra))
+        return records
+
+    run.__name__ = method.replace("-", "_")
+    run.__doc__ = f"Options scored as continuations; score = {stat} of token log-probs; softmax over options."
+    return run
+
+
+continuation_sum = _continuation("continuation-sum", "sum")
+continuation_mean = _continuation("continuation-mean", "mean")
+continuation_min = _continuation("continuation-min", "min")
+
+
+def first_token(engine: Any, task: Any, *, tokenizer: Any = None,
+                options: Mapping[str, Any] | None = None) -> list[dict]:
+    """Facts: probability of the greedy first answer token; correct = it is the gold object's first
+    token as it follows the prompt (``enc(prompt + " " + object)`` after ``enc(prompt)``)."""
+    _check_kind(task, "first-token")
+    opts = MethodOptions.from_mapping(options)
+    tok = _tokenizer(engine, tokenizer)
+    prompts = _fact_prompts(task, tok, opts)
+    gold = []
+    for p, item in zip(prompts, task.items, strict=True):
+        ids = _follow_ids(engine, tok, p, _sep(opts) + item.object)
+        if not ids:
+            raise CalibenchError(f"task '{task.name}' item '{item.item_id}': the object encodes to no token")
+        gold.append(ids[0])
+    outs = engine.next_token(prompts, [[g] for g in gold])
+    records = []
+    for item, out, g in zip(task.items, outs, gold, strict=True):
+        top = int(out.top_id)
+        extra = {
+            "pred_id": top,
+            "gold_id": g,
+            "gold_token": _decode(tok, [g]),
+            "gold_prob": float(np.exp(np.asarray(out.candidate_logprobs, dtype=np.float64)[0])),
+            "truncated": int(getattr(out, "truncated", 0)),
+        }
+        records.append(_record(task, "first-token", item.item_id, confidence=float(np.exp(out.top_logprob)),
+                               correct=top == g, pred=_decode(tok, [top]), extra=extra))
+    return records
+
+
+def _fact_gold(item: Any) -> list[str]:
+    return [item.object, *list(getattr(item, "aliases", []) or [])]
+
+
+def sequence(engine: Any, task: Any, *, tokenizer: Any = None, options: Mapping[str, Any] | None = None) -> list[dict]:
+    """Facts: greedy answer (``max_new_tokens``, default 8) cut at the first sentence end; confidence =
+    product of its token probabilities; correct = normalised exact match with the object or an alias."""
+    _check_kind(task, "sequence")
+    opts = MethodOptions.from_mapping(options)
+    tok = _tokenizer(engine, tokenizer)
+    records = []
+    for item, ans in zip(task.items, _greedy_answers(engine, task, tok, opts), strict=True):
+        extra = {"generation": ans.raw, "n_tokens": ans.n_tokens, "logprob": ans.logprob,
+                 "truncated": ans.truncated}
+        # an empty answer is an abstention: confidence 0 (it cannot be right, and claims nothing)
+        conf = float(np.exp(ans.logprob)) if ans.text else 0.0
+        records.append(_record(task, "sequence", item.item_id, confidence=conf,
+                               correct=answer_matches(ans.text, _fact_gold(item)), pred=ans.text, extra=extra))
+    return records
+
+
+def p_true(engine: Any, task: Any, *, tokenizer: Any = None, options: Mapping[str, Any] | None = None) -> list[dict]:
+    """Kadavath et al.'s P(True): after a proposed answer, P(" True") / (P(" True") + P(" False")).
+
+    The proposal is the model's own answer: the greedy answer (facts) or the continuation-sum argmax
+    (multiple choice); correct = the proposal is correct. " True"/" False" are scored as whole
+    continuations, so tokenizers that split them into several tokens still give exact probabilities.
+    """
+    _check_kind(task, "p-true")
+    opts = MethodOptions.from_mapping(options)
+    tok = _tokenizer(engine, tokenizer)
+    if task.kind == "facts":
+        answers = _greedy_answers(engine, task, tok, opts)
+        questions = _fact_prompts(task, tok, MethodOptions())  # the bare zero-shot cloze
+        proposals = [a.text for a in answers]
+        correct = [answer_matches(a.text, _fact_gold(it)) for a, it in zip(answers, task.items, strict=True)]
+    else:
+        scores = _option_scores(engine, task, tok, opts)
+        picks = [int(np.argmax([s.sum for s in sc])) for sc in scores]
+        questions = [it.question for it in task.items]
+        proposals = [it.options[k] for it, k in zip(task.items, picks, strict=True)]
+        correct = [k == it.label for k, it in zip(picks, task.items, strict=True)]
+    prompts = [P_TRUE_TEMPLATE.format(question=q, answer=a) for q, a in zip(questions, proposals, strict=True)]
+    if opts.chat_template:
+        from calibench.tasks.prompts import apply_chat
+
+        prompts = [apply_chat(p, tok) for p in prompts]
+    sep = _sep(opts)
+    outs = engine.score_options([(p, [sep + "True", sep + "False"]) for p in prompts])
+    records = []
+    for item, prop, ok, (s_true, s_false) in zip(task.items, proposals, correct, outs, strict=True):
+        lt, lf = float(s_true.sum), float(s_false.sum)
+        conf = 1.0 / (1.0 + np.exp(lf - lt))
+        extra = {"p_true": float(np.exp(lt)), "p_false": float(np.exp(lf)),
+                 "truncated": max(int(getattr(s_true, "truncated", 0)), int(getattr(s_false, "truncated", 0)))}
+        records.append(_record(task, "p-true", item.item_id, confidence=float(conf), correct=ok,
+                               pred=prop, extra=extra))
+    return records
+
+
+def iter_token_records(engine: Any, task: Any, *, tokenizer: Any = None,
+                       options: Mapping[str, Any] | None = None) -> Iterator[pd.DataFrame]:
+    """CLM: one record per scored token, yielded as one DataFrame per engine batch (streamable).
+
+    item_id is ``"<doc id>:<position>"``; pred is the argmax token id; confidence its softmax
+    probability; correct = argmax equals the next token; ``extra`` holds the target id.
+    """
+    _check_kind(task, "token")
+    opts = MethodOptions.from_mapping(options)
+    docs = task.items
+    texts = (doc.text for doc in docs)
+    for batch in engine.score_tokens(texts, window=opts.window, stride=opts.stride):
+        doc_idx = np.asarray(batch.doc_index, dtype=np.int64)
+        pos = np.asarray(batch.position, dtype=np.int64)
+        target = np.asarray(batch.target, dtype=np.int64)
+        pred = np.asarray(batch.pred, dtype=np.int64)
+        n = len(pos)
+        if n == 0:
+            continue
+        yield pd.DataFrame({
+            "task": [task.name] * n,
+            "method": ["token"] * n,
+            "item_id": [f"{docs[d].item_id}:{p}" for d, p in zip(doc_idx.tolist(), pos.tolist(), strict=True)],
+            "probs": [None] * n,
+            "label": pd.array([None] * n, dtype="Int64"),
+            "pred": [str(p) for p in pred.tolist()],
+            "confidence": np.clip(np.asarray(batch.confidence, dtype=np.float64), 0.0, 1.0),
+            "correct": pred == target,
+            "extra": [f'{{"target": {t}}}' for t in target.tolist()],
+        })
+
+
+def token(engine: Any, task: Any, *, tokenizer: Any = None, options: Mapping[str, Any] | None = None) -> list[dict]:
+    """CLM token records as a list (small corpora; ``run_eval`` streams ``iter_token_records``)."""
+    rows: list[dict] = []
+    for frame in iter_token_records(engine, task, tokenizer=tokenizer, options=options):
+        for rec in frame.to_dict("records"):
+            rec["label"] = None
+            rec["extra"] = json.loads(rec["extra"])
+            rows.append(rec)
+    return rows
+
+
+METHODS: dict[str, Callable[..., list[dict]]] = {
+    "choice": choice,
+    "continuation-sum": continuation_sum,
+    "continuation-mean": continuation_mean,
+    "continuation-min": continuation_min,
+    "first-token": first_token,
+    "sequence": sequence,
+    "p-true": p_true,
+    "token": token,
+}
+
+
+def parse_methods(spec: str | Sequence[str]) -> list[str] | None:
+    """``"all"`` -> None (every applicable method); else a validated, de-duplicated list of names."""
+    names = [s.strip() for s in spec.split(",")] if isinstance(spec, str) else [str(s).strip() for s in spec]
+    names = [n for n in names if n]
+    if not names:
+        raise CalibenchError("no methods given (use --methods all or a comma-separated list)")
+    if names == ["all"]:
+        return None
+    unknown = [n for n in names if n not in METHODS]
+    if unknown:
+        raise CalibenchError(f"unknown method '{unknown[0]}'; choose from: all, {', '.join(METHODS)}")
+    return list(dict.fromkeys(names))
+
+
+def resolve_methods(spec: str | Sequence[str], tasks: Sequence[Any]) -> list[tuple[Any, str]]:
+    """The (task, method) units to run, in task order then METHODS order.
+
+    ``all`` runs every method that applies to each task's kind (others are skipped without noise).
+    An explicit method runs on the tasks it applies to; a method that applies to none of the given
+    tasks is an error, since it would silently produce nothing.
+    """
+    names = parse_methods(spec)
+    chosen = list(METHODS) if names is None else names
+    if names is not None:
+        kinds = {t.kind for t in tasks}
+        for name in names:
+            if not kinds.intersection(APPLIES_TO[name]):
+                listed = ", ".join(f"{t.name} ({t.kind})" for t in tasks)
+                raise CalibenchError(
+                    f"method '{name}' does not apply to any given task [{listed}]; "
+                    f"it needs a {' or '.join(APPLIES_TO[name])} task"
+                )
+    units = [(t, m) for t in tasks for m in chosen if t.kind in APPLIES_TO[m]]
+    if not units:
+        raise CalibenchError("no method applies to the given tasks")
+    return units

@@ -1,0 +1,120 @@
+"""Binned calibration errors: ECE, ACE, MCE, RMSCE, SCE / class-wise ECE, and the reliability table.
+
+Conventions (DESIGN.md): ECE = sum over non-empty bins of (n_b / N) * |acc_b - conf_b| with conf_b the
+mean confidence in the bin (not the bin midpoint). ACE is ECE over equal-mass bins, MCE the largest
+per-bin gap, RMSCE the l2 version sqrt(sum n_b / N * gap_b^2). SCE (Nixon et al. 2019) = class-wise ECE
+(Kull et al. 2019) = mean over classes k of the equal-width ECE of P[:, k] against 1[label == k].
+Bin rules live in :mod:`calibench.metrics.binning`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from calibench.errors import CalibenchError
+from calibench.metrics._validate import as_n_bins, class_wise, top_label
+from calibench.metrics.binning import bin_sums, check_binning, width_sums
+
+NORMS: tuple[str, ...] = ("l1", "l2", "max")
+
+
+def _from_sums(resid: np.ndarray, counts: np.ndarray | None, n: int, norm: str) -> float:
+    """Calibration error from per-bin residual sums resid_b = n_b * (acc_b - conf_b) and counts."""
+    if norm == "l1":
+        return float(np.abs(resid).sum() / n)
+    assert counts is not None
+    full = counts > 0
+    gap = np.abs(resid[full]) / counts[full]
+    if norm == "l2":
+        return float(np.sqrt(np.sum(counts[full] * gap**2) / n))
+    return float(gap.max())
+
+
+def ece(
+    confidence: Any, correct: Any, *, n_bins: int = 10, binning: str = "width", norm: str = "l1"
+) -> float:
+    """Expected calibration error of top-label confidences.
+
+    ``binning`` is "width" (equal-width, right-closed) or "mass" (equal-mass); ``norm`` is "l1" (ECE),
+    "l2" (RMS calibration error) or "max" (MCE).
+
+    >>> round(ece([0.9, 0.9, 0.6, 0.6], [1, 0, 1, 1]), 6)  # bins (0.8, 0.9]: gap .4, (0.5, 0.6]: gap .4
+    0.4
+    """
+    if norm not in NORMS:
+        raise CalibenchError(f"norm must be 'l1', 'l2' or 'max', got {norm!r}")
+    binning = check_binning(binning)
+    n_bins = as_n_bins(n_bins)
+    c, y = top_label(confidence, correct)
+    if binning == "width":  # hot path: the l1 norm needs only the residual sums
+        resid, counts, _ = width_sums(c, y, n_bins, detail=norm != "l1")
+    else:
+        counts, sum_conf, sum_correct, _ = bin_sums(c, y, n_bins=n_bins, binning=binning)
+        resid = sum_correct - sum_conf
+    return _from_sums(resid, counts, c.shape[0], norm)
+
+
+def ace(confidence: Any, correct: Any, *, n_bins: int = 10, norm: str = "l1") -> float:
+    """Adaptive calibration error: ECE over equal-mass bins (ties share a bin)."""
+    return ece(confidence, correct, n_bins=n_bins, binning="mass", norm=norm)
+
+
+def mce(confidence: Any, correct: Any, *, n_bins: int = 10, binning: str = "width") -> float:
+    """Maximum calibration error: the largest |acc_b - conf_b| over non-empty bins."""
+    return ece(confidence, correct, n_bins=n_bins, binning=binning, norm="max")
+
+
+def rmsce(confidence: Any, correct: Any, *, n_bins: int = 10, binning: str = "width") -> float:
+    """Root-mean-square calibration error: sqrt(sum n_b / N * (acc_b - conf_b)^2)."""
+    return ece(confidence, correct, n_bins=n_bins, binning=binning, norm="l2")
+
+
+def sce(probs: Any, labels: Any, *, n_bins: int = 10) -> float:
+    """Static calibration error = class-wise ECE: mean over classes of the per-class equal-width ECE.
+
+    Every class column is scored against ``labels == k`` with the same N denominator, so a class that
+    is never predicted with high probability still counts (the point of SCE over top-label ECE).
+    """
+    n_bins = as_n_bins(n_bins)
+    p, labels = class_wise(probs, labels)
+    total = 0.0
+    for k in range(p.shape[1]):
+        resid, _, _ = width_sums(np.ascontiguousarray(p[:, k]), labels == k, n_bins, detail=False)
+        total += _from_sums(resid, None, p.shape[0], "l1")
+    return total / p.shape[1]
+
+
+classwise_ece = sce
+
+
+def reliability_table(
+    confidence: Any, correct: Any, *, n_bins: int = 10, binning: str = "width"
+) -> pd.DataFrame:
+    """One row per bin (empty bins included) for reliability diagrams and reports.
+
+    Columns: ``bin``, ``lower``, ``upper`` (the bin is (lower, upper]; for equal-mass bins these are the
+    edges from :func:`~calibench.metrics.binning.assign_bins`), ``count``, ``confidence`` (mean
+    confidence), ``accuracy``, ``gap`` = accuracy - confidence (negative means overconfident). Means are
+    NaN in empty bins. ``ece`` equals sum(count / N * |gap|) over the table.
+    """
+    binning = check_binning(binning)
+    n_bins = as_n_bins(n_bins)
+    c, y = top_label(confidence, correct)
+    counts, sum_conf, sum_correct, edges = bin_sums(c, y, n_bins=n_bins, binning=binning)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean_conf = np.where(counts > 0, sum_conf / counts, np.nan)
+        acc = np.where(counts > 0, sum_correct / counts, np.nan)
+    return pd.DataFrame(
+        {
+            "bin": np.arange(n_bins, dtype=np.int64),
+            "lower": edges[:-1],
+            "upper": edges[1:],
+            "count": counts.astype(np.int64),
+            "confidence": mean_conf,
+            "accuracy": acc,
+            "gap": acc - mean_conf,
+        }
+    )

@@ -1,0 +1,149 @@
+"""Model sizes: the lab's CPU-sized GPT-NeoX family and the real Pythia shapes for GPU users.
+
+Every size is a GPT-NeoX with Pythia's choices (see ``calibench.models.tiny.neox_config``); only
+width, depth, heads and context change. Lab names state the parameter count with the lab's default
+512-token vocabulary; ``count_parameters`` gives the exact number for any vocabulary.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from calibench.errors import CalibenchError
+
+
+@dataclass(frozen=True)
+class ModelSize:
+    """Shape of one GPT-NeoX model."""
+
+    name: str
+    hidden: int
+    layers: int
+    heads: int
+    context: int = 128
+
+    def config(self, vocab_size: int):
+        """The transformers ``GPTNeoXConfig`` for this shape and a tokenizer's vocabulary."""
+        from calibench.models.tiny import neox_config
+
+        return neox_config(vocab_size, hidden=self.hidden, layers=self.layers, heads=self.heads, context=self.context)
+
+
+def count_parameters(size: ModelSize, vocab_size: int) -> int:
+    """Exact parameter count of GPT-NeoX with untied embeddings (input + output matrices)."""
+    h, v = size.hidden, vocab_size
+    per_layer = (
+        2 * 2 * h          # two layer norms (weight + bias)
+        + 3 * h * h + 3 * h  # fused QKV projection
+        + h * h + h        # attention output
+        + 4 * h * h + 4 * h  # MLP up
+        + 4 * h * h + h    # MLP down
+    )
+    return v * h + size.layers * per_layer + 2 * h + v * h
+
+
+LAB_SIZES: dict[str, ModelSize] = {
+    s.name: s
+    for s in [
+        ModelSize("lab-20k", hidden=16, layers=1, heads=2),    # test size
+        ModelSize("lab-70k", hidden=32, layers=3, heads=4),
+        ModelSize("lab-300k", hidden=64, layers=4, heads=4),
+        ModelSize("lab-1m", hidden=128, layers=4, heads=4),
+        ModelSize("lab-3m", hidden=192, layers=6, heads=6),
+    ]
+}
+
+# Pythia (Biderman et al. 2023, Table 1). With the Pythia tokenizer (vocab 50304 padded) the counts
+# match the published sizes; with a world tokenizer the embedding share is smaller.
+PYTHIA_SIZES: dict[str, ModelSize] = {
+    s.name: s
+    for s in [
+        ModelSize("pythia-70m", hidden=512, layers=6, heads=8, context=2048),
+        ModelSize("pythia-160m", hidden=768, layers=12, heads=12, context=2048),
+        ModelSize("pythia-410m", hidden=1024, layers=24, heads=16, context=2048),
+        ModelSize("pythia-1b", hidden=2048, layers=16, heads=8, context=2048),
+        ModelSize("pythia-1.4b", hidden=2048, layers=24, heads=16, context=2048),
+        ModelSize("pythia-2.8b", hidden=2560, layers=32, heads=32, context=2048),
+        ModelSize("pythia-6.9b", hidden=4096, layers=32, heads=32, context=2048),
+        ModelSize("pythia-12b", hidden=5120, layers=36, heads=40, context=2048),
+    ]
+}
+
+SIZES: dict[str, ModelSize] = {**LAB_SIZES, **PYTHIA_SIZES}
+DEFAULT_FAMILY = ["lab-70k", "lab-300k", "lab-1m"]
+
+
+def get_size(name: str) -> ModelSize:
+    """Look a size up by name; the error lists the valid names."""
+    try:
+        return SIZES[name]
+    except KeyError:
+        raise CalibenchError(f"unknown model size {name!r}; choose from {', '.join(SIZES)}") from None
+
+
+def checkpoint_steps(total: int, first: int = 16) -> list[int]:
+    """Log-spaced checkpoint steps like Pythia's early revisions: 0, first, 2*first, 4*first, ..., total."""
+    if total < 1:
+        raise CalibenchError(f"steps must be >= 1, got {total}")
+    steps = [0]
+    s = first
+    while s < total:
+        steps.append(s)
+        s *= 2
+    steps.append(total)
+    return steps
+
+
+@contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """Run with ``n`` intra-op threads, then restore. Lab models are so small that one thread is as
+    fast as two on an idle machine and many times faster on a busy one (threads spin-wait for cores)."""
+    import torch
+
+    if n is None:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def quiet_transformers() -> None:
+    """Silence per-save progress bars and info logs that would drown the stage's own progress bar."""
+    import datasets
+    from transformers.utils import logging
+
+    datasets.disable_progress_bars()
+    logging.disable_progress_bar()
+    logging.set_verbosity_error()
+
+
+@dataclass(frozen=True)
+class Preset:
+    """Sizes of every lab stage for one run length (used by ``calibench lifecycle``)."""
+
+    people: int
+    sizes: tuple[str, ...]
+    pretrain_steps: int
+    sft_epochs: int
+    sft_examples: int
+    pref_examples: int
+    reward_epochs: int
+    rl_steps: int
+    dpo_epochs: int
+    eval_items: int
+
+
+PRESETS: dict[str, Preset] = {
+    "default": Preset(people=120, sizes=("lab-70k", "lab-300k", "lab-1m"), pretrain_steps=300, sft_epochs=3,
+                      sft_examples=400, pref_examples=300, reward_epochs=1, rl_steps=8, dpo_epochs=1,
+                      eval_items=100),
+    "quick": Preset(people=40, sizes=("lab-20k", "lab-70k", "lab-300k"), pretrain_steps=60, sft_epochs=2,
+                    sft_examples=96, pref_examples=64, reward_epochs=1, rl_steps=2, dpo_epochs=1,
+                    eval_items=40),
+}

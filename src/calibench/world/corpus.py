@@ -1,0 +1,103 @@
+"""Text about the world: paraphrase templates, the pretraining corpus and held-out CLM documents.
+
+A person with ``mentions = m`` gets m biographies in the corpus, each stating every attribute with a
+randomly chosen paraphrase in a random order, so the model must learn the fact, not one string.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from calibench.world.entities import Person, World
+
+# Paraphrases per relation; "[X]" is the subject and "[Y]" the object. The first template of each
+# relation ends in "[Y]" and is the one facts items use (prompt = text before "[Y]").
+TEMPLATES: dict[str, list[str]] = {
+    "birth_city": [
+        "[X] was born in [Y].",
+        "[X] is a native of [Y].",
+        "The hometown of [X] is [Y].",
+        "[Y] is where [X] was born.",
+        "[X] grew up in the city of [Y].",
+    ],
+    "employer": [
+        "[X] works for [Y].",
+        "[X] is employed by [Y].",
+        "[Y] employs [X].",
+        "The employer of [X] is [Y].",
+        "[X] has a job at [Y].",
+    ],
+    "field": [
+        "[X] works in the field of [Y].",
+        "[X] is known for work in [Y].",
+        "[Y] is the field of [X].",
+        "The speciality of [X] is [Y].",
+        "[X] studied [Y] for many years.",
+    ],
+    "birth_year": [
+        "The birth year of [X] is [Y].",
+        "[X] was born in the year [Y].",
+        "[Y] is the year [X] was born.",
+        "[X] came into the world in [Y].",
+    ],
+}
+
+OPENERS = ["", "Here is a short note. ", "From the archive: ", "A record of a life. ", "Biography. "]
+
+
+def fill(template: str, subject: str, obj: str) -> str:
+    """Fill a template; a sentence starting with the object (e.g. a field name) gets a capital."""
+    text = template.replace("[X]", subject).replace("[Y]", obj)
+    return text[0].upper() + text[1:]
+
+
+def biography(person: Person, world: World, rng: np.random.Generator) -> str:
+    """One biography: every attribute once, random paraphrases, random order, sometimes a country."""
+    relations = list(TEMPLATES)
+    rng.shuffle(relations)
+    sentences = []
+    for rel in relations:
+        options = TEMPLATES[rel]
+        sentences.append(fill(options[rng.integers(len(options))], person.name, person.value(rel)))
+    if rng.random() < 0.5:
+        city = person.birth_city
+        sentences.append(f"{city} is a city in {world.city_country[city]}.")
+    return OPENERS[rng.integers(len(OPENERS))] + " ".join(sentences)
+
+
+def geography_docs(world: World, rng: np.random.Generator, repeats: int = 3) -> list[str]:
+    """Background text about countries and companies, so cities and firms are frequent tokens."""
+    docs = []
+    for _ in range(repeats):
+        for country, cities in world.countries.items():
+            order = list(cities)
+            rng.shuffle(order)
+            docs.append(f"{country} is a country. Its cities include {', '.join(order)}.")
+        for company, city in world.companies.items():
+            docs.append(f"{company} is a company based in {city}, {world.city_country[city]}.")
+    return docs
+
+
+def pretraining_corpus(world: World, rng: np.random.Generator) -> list[str]:
+    """All pretraining documents, shuffled: ``mentions`` biographies per person plus geography."""
+    docs = geography_docs(world, rng)
+    for person in world.people:
+        docs.extend(biography(person, world, rng) for _ in range(person.mentions))
+    order = rng.permutation(len(docs))
+    return [docs[i] for i in order]
+
+
+def heldout_docs(world: World, rng: np.random.Generator) -> list[dict[str, str]]:
+    """Fresh biographies (new paraphrase draws) of seen people, weighted by their frequency.
+
+    Held-out text from the training distribution is what CLM calibration is measured on (Pythia
+    models are scored on Pile text they were not trained on).
+    """
+    seen = [p for p in world.people if p.mentions > 0]
+    weights = np.array([p.mentions for p in seen], dtype=float)
+    weights /= weights.sum()
+    picks = rng.choice(len(seen), size=world.config.heldout_docs, p=weights)
+    return [
+        {"id": f"clm-{i:04d}", "text": biography(seen[j], world, rng), "bucket": seen[j].bucket}
+        for i, j in enumerate(picks)
+    ]

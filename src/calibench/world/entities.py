@@ -1,0 +1,217 @@
+"""The entities of the synthetic world: countries, cities, companies, fields and people.
+
+Every name is made up by a syllable generator so no pretrained model (and no real-world knowledge)
+can know a fact in advance: whatever a lab model knows about this world it learned from our corpus.
+All randomness flows from one seeded ``numpy.random.Generator``, so a seed fixes the world exactly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from calibench.errors import CalibenchError
+
+ONSETS = ["b", "d", "f", "g", "k", "l", "m", "n", "p", "r", "s", "t", "v", "z", "br", "dr", "kr", "st", "th", "sh"]
+VOWELS = ["a", "e", "i", "o", "u", "ai", "ou", "ei"]
+CODAS = ["", "", "", "n", "r", "l", "s", "m"]
+
+# Real academic fields read naturally in sentences; the people and places stay fictional.
+FIELDS = [
+    "physics", "chemistry", "biology", "music", "painting", "poetry", "mathematics", "medicine",
+    "architecture", "economics", "astronomy", "geology",
+]
+COMPANY_SUFFIXES = ["Works", "Labs", "Systems", "Group", "Foundry", "Partners"]
+
+# Relations every person has; the value is a name (or a year) of the given entity type.
+PERSON_RELATIONS = {
+    "birth_city": "city",
+    "employer": "company",
+    "field": "field",
+    "birth_year": "year",
+}
+
+
+@dataclass(frozen=True)
+class WorldConfig:
+    """Sizes of a world; the defaults make a corpus a 1M-parameter model learns in about a minute."""
+
+    seed: int = 0
+    people: int = 120
+    countries: int = 6
+    cities_per_country: int = 4
+    companies: int = 10
+    zipf_exponent: float = 1.2
+    zipf_offset: float = 5.0     # Zipf-Mandelbrot offset: flattens the head so several people are frequent
+    max_mentions: int = 60       # biographies of the most frequent person in the corpus
+    never_fraction: float = 0.2  # people the corpus never mentions
+    often_threshold: int = 8     # people with at least this many biographies are "often" seen
+    heldout_docs: int = 60
+
+    def validate(self) -> None:
+        """Reject sizes that cannot make a sensible world (too few cities for 4-option MC, etc.)."""
+        if self.people < 10:
+            raise CalibenchError(f"world needs at least 10 people, got {self.people}")
+        if self.countries < 2 or self.cities_per_country < 2 or self.companies < 4:
+            raise CalibenchError("world needs >= 2 countries, >= 2 cities per country and >= 4 companies")
+        if not 0.0 <= self.never_fraction < 1.0:
+            raise CalibenchError(f"never_fraction must be in [0, 1), got {self.never_fraction}")
+        if self.max_mentions < self.often_threshold:
+            raise CalibenchError("max_mentions must be >= often_threshold so some people are seen often")
+
+
+@dataclass
+class Person:
+    """A fictional person; ``mentions`` is how many biographies of them the corpus holds."""
+
+    name: str
+    birth_city: str
+    birth_year: int
+    employer: str
+    field: str
+    mentions: int = 0
+    bucket: str = "never"  # often | rare | never
+
+    def value(self, relation: str) -> str:
+        return str(getattr(self, relation))
+
+
+@dataclass
+class World:
+    """The whole fictional world plus the config that generated it."""
+
+    config: WorldConfig
+    countries: dict[str, list[str]]  # country -> its cities
+    companies: dict[str, str]        # company -> city of its headquarters
+    fields: list[str]
+    people: list[Person] = field(default_factory=list)
+
+    @property
+    def city_country(self) -> dict[str, str]:
+        return {city: country for country, cities in self.countries.items() for city in cities}
+
+    @property
+    def cities(self) -> list[str]:
+        return [c for cities in self.countries.values() for c in cities]
+
+    def values_of(self, kind: str) -> list[str]:
+        """All values of an entity type: the pool MC distractors are drawn from."""
+        if kind == "city":
+            return self.cities
+        if kind == "company":
+            return list(self.companies)
+        if kind == "field":
+            return list(self.fields)
+        if kind == "year":
+            return sorted({str(p.birth_year) for p in self.people})
+        raise CalibenchError(f"unknown entity type {kind!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "config": asdict(self.config),
+            "countries": self.countries,
+            "companies": self.companies,
+            "fields": self.fields,
+            "people": [asdict(p) for p in self.people],
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> World:
+        return cls(
+            config=WorldConfig(**data["config"]),
+            countries={k: list(v) for k, v in data["countries"].items()},
+            companies=dict(data["companies"]),
+            fields=list(data["fields"]),
+            people=[Person(**p) for p in data["people"]],
+        )
+
+
+class NameMaker:
+    """Pronounceable unique names from syllables; uniqueness is global so no two entities collide."""
+
+    def __init__(self, rng: np.random.Generator) -> None:
+        self.rng = rng
+        self.used: set[str] = set()
+
+    def word(self, syllables: tuple[int, int] = (2, 3)) -> str:
+        for _ in range(10_000):
+            n = int(self.rng.integers(syllables[0], syllables[1] + 1))
+            parts = [
+                ONSETS[self.rng.integers(len(ONSETS))] + VOWELS[self.rng.integers(len(VOWELS))]
+                for _ in range(n)
+            ]
+            parts[-1] += CODAS[self.rng.integers(len(CODAS))]
+            word = "".join(parts).capitalize()
+            if word not in self.used:
+                self.used.add(word)
+                return word
+        raise CalibenchError("name space exhausted; use a smaller world")
+
+
+REFERENCE_SEEN = 96  # seen people in the default world; other sizes keep its frequency profile
+
+
+def zipf_mentions(config: WorldConfig, rng: np.random.Generator) -> np.ndarray:
+    """Mentions per person: Zipf-Mandelbrot ``max * ((1 + q) / (rank + q))**s`` (at least 1); a random
+    ``never`` share of people gets 0.
+
+    Zipf frequencies mirror real corpora (Pile entity counts), where calibration differs between
+    head and tail facts; the never-seen share gives a chance-level control group. Ranks are rescaled
+    to a 96-person reference, so small (test) worlds keep the same share of often and rarely seen
+    people instead of making everyone frequent.
+    """
+    n = config.people
+    n_never = int(round(config.never_fraction * n))
+    n_seen = n - n_never
+    ranks = np.arange(1, n_seen + 1, dtype=float)
+    if n_seen > 1:
+        ranks = 1 + (ranks - 1) * (REFERENCE_SEEN - 1) / (n_seen - 1)
+    q, s = config.zipf_offset, config.zipf_exponent
+    counts = np.maximum(1, np.floor(config.max_mentions * ((1 + q) / (ranks + q)) ** s)).astype(int)
+    order = rng.permutation(n)  # which person gets which rank
+    mentions = np.zeros(n, dtype=int)
+    mentions[order[:n_seen]] = counts
+    return mentions
+
+
+def bucket_of(mentions: int, often_threshold: int) -> str:
+    if mentions == 0:
+        return "never"
+    return "often" if mentions >= often_threshold else "rare"
+
+
+def make_world(config: WorldConfig) -> World:
+    """Generate the world for ``config`` (deterministic in ``config.seed``)."""
+    config.validate()
+    rng = np.random.default_rng(config.seed)
+    names = NameMaker(rng)
+    countries = {
+        names.word((2, 3)) + "ia": [names.word((2, 3)) for _ in range(config.cities_per_country)]
+        for _ in range(config.countries)
+    }
+    cities = [c for cs in countries.values() for c in cs]
+    companies = {
+        f"{names.word((2, 2))} {COMPANY_SUFFIXES[rng.integers(len(COMPANY_SUFFIXES))]}": cities[
+            rng.integers(len(cities))
+        ]
+        for _ in range(config.companies)
+    }
+    fields = list(FIELDS)
+    people = []
+    for _ in range(config.people):
+        people.append(
+            Person(
+                name=f"{names.word((2, 2))} {names.word((2, 3))}",
+                birth_city=cities[rng.integers(len(cities))],
+                birth_year=int(rng.integers(1900, 2000)),
+                employer=list(companies)[rng.integers(len(companies))],
+                field=fields[rng.integers(len(fields))],
+            )
+        )
+    mentions = zipf_mentions(config, rng)
+    for person, m in zip(people, mentions, strict=True):
+        person.mentions = int(m)
+        person.bucket = bucket_of(int(m), config.often_threshold)
+    return World(config=config, countries=countries, companies=companies, fields=fields, people=people)

@@ -1,0 +1,73 @@
+"""calibench's log-likelihoods equal those of a real lm-evaluation-harness run (HF backend) to 1e-4."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from calibench.models.engine import ScoringEngine
+from calibench.models.loading import load_model, parse_model_args
+from conftest_lm_eval import LmEvalRun, lm_eval_run, tiny_model_dir  # noqa: F401  (session fixtures)
+
+pytestmark = pytest.mark.skipif(
+    shutil.which("lm_eval", path=str(Path(sys.executable).parent)) is None
+    and __import__("importlib").util.find_spec("lm_eval") is None,
+    reason="lm-eval is a test dependency (pip install calibench[test])",
+)
+
+
+def read_samples(path: Path) -> list[dict]:
+    with open(path, encoding="utf-8") as fh:
+        return [json.loads(line) for line in fh if line.strip()]
+
+
+def logged_requests(sample: dict) -> list[tuple[str, str]]:
+    """(context, continuation) of each logged loglikelihood request, in option order."""
+    args = sample["arguments"]
+    rows = [args[k] for k in sorted(args, key=lambda k: int(k.rsplit("_", 1)[-1]))] if isinstance(args, dict) else args
+    return [(r["arg_0"], r["arg_1"]) if isinstance(r, dict) else (r[0], r[1]) for r in rows]
+
+
+def logged_loglikelihoods(sample: dict) -> np.ndarray:
+    return np.array([float(r[0][0]) if isinstance(r[0], list) else float(r[0]) for r in sample["resps"]])
+
+
+def test_continuation_sum_equals_lm_eval_loglikelihood(lm_eval_run: LmEvalRun) -> None:  # noqa: F811
+    samples = sorted(read_samples(lm_eval_run.samples), key=lambda s: s["doc_id"])
+    data = [json.loads(line) for line in lm_eval_run.data.read_text(encoding="utf-8").splitlines()]
+    assert len(samples) == len(data) >= 5
+
+    loaded = load_model(parse_model_args(f"pretrained={lm_eval_run.model_dir},dtype=float32"))
+    engine = ScoringEngine(loaded.model, loaded.tokenizer, batch_size=3, progress=False)
+    items = []
+    for sample, doc in zip(samples, data, strict=True):
+        requests = logged_requests(sample)
+        contexts = {c for c, _ in requests}
+        assert len(contexts) == 1
+        # the logged prompt is what calibench's continuation prompt must be, option by option
+        assert requests[0][0] == f"Question: {doc['question']}\nAnswer:"
+        assert [c for _, c in requests] == [" " + o for o in doc["choices"]]
+        items.append((requests[0][0], [c for _, c in requests]))
+    scores = engine.score_options(items)
+
+    ours_acc, max_diff = [], 0.0
+    for sample, doc, row in zip(samples, data, scores, strict=True):
+        theirs = logged_loglikelihoods(sample)
+        ours = np.array([s.sum for s in row])
+        np.testing.assert_allclose(ours, theirs, atol=1e-4, rtol=0)
+        max_diff = max(max_diff, float(np.abs(ours - theirs).max()))
+        ours_acc.append(float(np.argmax(ours) == doc["label"]))
+        assert sample["acc"] == float(np.argmax(theirs) == doc["label"])
+
+    results = json.loads(lm_eval_run.results.read_text(encoding="utf-8"))["results"][lm_eval_run.task]
+    assert np.mean(ours_acc) == pytest.approx(results["acc,none"], abs=1e-12)
+    # the single-request path agrees too (lm-eval's own per-request semantics)
+    flat = [(c, o) for c, opts in items for o in opts]
+    singles = engine.loglikelihood(flat)
+    logged = np.concatenate([logged_loglikelihoods(s) for s in samples])
+    np.testing.assert_allclose([s.sum for s in singles], logged, atol=1e-4, rtol=0)

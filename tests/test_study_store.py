@@ -1,0 +1,166 @@
+"""The results store: finished units are kept once, re-runs skip them, kill -9 never corrupts a study."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from calibench.study.runner import run
+from calibench.study.store import Store, file_sha256
+from study_helpers import assert_same_results, snapshot, synthetic_study
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, dict]:
+    """An uninterrupted run of the crash-test study."""
+    root = tmp_path_factory.mktemp("ref")
+    study = synthetic_study(root / "study.yaml", n_models=3, n_tasks=5)
+    result = run(study, root / "out", progress=False)
+    assert result.failed == [] and result.ran == result.total == 1 + 5 * 5
+    return study, root / "out", snapshot(root / "out")
+
+
+def test_rerun_skips_finished_units(reference: tuple[Path, Path, dict], tmp_path: Path) -> None:
+    study, _, ref = reference
+    out = tmp_path / "out"
+    first = run(study, out, progress=False)
+    mtimes = {p.name: p.stat().st_mtime_ns for p in (out / "records").iterdir()}
+    second = run(study, out, progress=False)
+    assert (second.ran, second.skipped, second.total) == (0, first.total, first.total)
+    assert {p.name: p.stat().st_mtime_ns for p in (out / "records").iterdir()} == mtimes
+    assert_same_results(snapshot(out), ref)
+
+
+def test_new_settings_make_new_units(reference: tuple[Path, Path, dict], tmp_path: Path) -> None:
+    study, _, _ = reference
+    out = tmp_path / "out"
+    run(study, out, progress=False)
+    text = study.read_text().replace("bootstrap: 20", "bootstrap: 21")
+    changed = tmp_path / "changed.yaml"
+    changed.write_text(text)
+    result = run(changed, out, progress=False)
+    # the train unit does not depend on bootstrap; every eval unit does
+    assert result.skipped == 1 and result.ran == result.total - 1
+
+
+def test_recover_forgets_unfinished_work(reference: tuple[Path, Path, dict], tmp_path: Path) -> None:
+    study, _, ref = reference
+    out = tmp_path / "out"
+    run(study, out, progress=False)
+    with Store.open(out) as store:
+        victims = sorted(store.finished_keys())[:3]
+        # 1: a unit whose row says running (killed mid-unit) with a full-looking Parquet beside it
+        store.mark_started(victims[0], "eval", {"kind": "eval"})
+        # 2: a finished row whose Parquet was truncated behind our back (never trusted)
+        path = out / "records" / f"{victims[1]}.parquet"
+        path.write_bytes(path.read_bytes()[:100])
+        # 3: a finished row whose Parquet vanished
+        (out / "records" / f"{victims[2]}.parquet").unlink()
+        # stray temp files of a write that died before its rename
+        (out / "records" / f".{victims[0]}.parquet.abc123.tmp").write_bytes(b"PAR1 half")
+        (out / "models" / "deadbeef.tmp").mkdir()
+        counts = store.recover()
+        assert counts["temp_files"] == 2 and counts["unfinished_rows"] == 3
+        assert not set(victims) & store.finished_keys()
+        assert not any(".tmp" in p.name for p in (out / "records").iterdir())
+        assert not (out / "records" / f"{victims[0]}.parquet").exists()
+    result = run(study, out, progress=False)
+    assert result.ran == 3
+    assert_same_results(snapshot(out), ref)
+
+
+def _parquet_count(out: Path) -> int:
+    folder = out / "records"
+    return sum(1 for p in folder.iterdir() if p.suffix == ".parquet") if folder.exists() else 0
+
+
+def _check_consistent(out: Path) -> int:
+    """After a kill: every finished row points at an intact Parquet (sha256 as recorded); no duplicates."""
+    con = duckdb.connect(str(out / "study.duckdb"), read_only=True)
+    try:
+        rows = con.execute("SELECT key, status, records_path, records_sha256 FROM units").fetchall()
+    finally:
+        con.close()
+    keys = [r[0] for r in rows]
+    assert len(keys) == len(set(keys))
+    finished = [r for r in rows if r[1] == "finished"]
+    for _key, _, path, sha in finished:
+        if path:
+            assert file_sha256(out / path) == sha
+    return len(finished)
+
+
+@pytest.mark.parametrize("kill_after", [[0, 4, 11, 19]], ids=["start,4,11,19"])
+def test_kill_9_then_resume_gives_identical_results(reference: tuple[Path, Path, dict], tmp_path: Path,
+                                                    kill_after: list[int]) -> None:
+    """A real crash: `calibench study run` in a subprocess, SIGKILLed at several points, then resumed."""
+    study, _, ref = reference
+    out = tmp_path / "out"
+    env = {**os.environ, "CALIBENCH_SYNTHETIC_SLEEP": "0.15"}
+    cmd = [sys.executable, "-m", "calibench.cli", "study", "run", str(study), "--out", str(out), "--no-progress"]
+    kills = 0
+    for target in kill_after:
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 60
+        while proc.poll() is None and _parquet_count(out) < target and time.monotonic() < deadline:
+            time.sleep(0.02)
+        if target == 0:
+            time.sleep(0.3)  # mid start-up or first unit
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+            kills += 1
+        proc.wait()
+        if (out / "study.duckdb").exists():
+            _check_consistent(out)
+    assert kills >= 3, "the study finished before it could be killed; raise CALIBENCH_SYNTHETIC_SLEEP"
+    final = subprocess.run(cmd, capture_output=True, text=True)
+    assert final.returncode == 0, final.stderr
+    assert _check_consistent(out) == len(ref) + 1
+    assert not any(".tmp" in p.name for folder in ("records", "models") for p in (out / folder).iterdir())
+    assert sorted(p.stem for p in (out / "records").iterdir()) == sorted(ref)
+    assert_same_results(snapshot(out), ref)
+
+
+def test_failed_unit_is_reported_and_others_finish(tmp_path: Path) -> None:
+    study = synthetic_study(tmp_path / "study.yaml", n_models=1, n_tasks=1, with_train=False)
+    text = study.read_text().replace("models:", "train:\n- {name: broken, recipe: synthetic, options: {}}\nmodels:")
+    text += "- {name: child, train: broken, revisions: [epoch1]}\n"
+    study.write_text(text)
+    result = run(study, tmp_path / "out", progress=False)
+    labels = [label for label, _ in result.failed]
+    assert len(labels) == 2 and "broken" in labels[0] and "child" in labels[1]
+    assert result.ran == 1   # the unrelated unit still finished
+    with Store.open(tmp_path / "out", read_only=True) as store:
+        assert len(store.finished()) == 1
+
+
+def test_real_eval_units_on_a_tiny_model(tmp_path: Path) -> None:
+    """Eval units go through calibench.evaluate.run_eval on a real (tiny) GPT-NeoX folder."""
+    pytest.importorskip("calibench.evaluate", reason="calibench.evaluate is not available")
+    import yaml
+
+    from calibench.models.tiny import build_tiny_model
+
+    build_tiny_model(tmp_path / "tiny", ["The capital of France is Paris. " * 20, "Berlin is in Germany. " * 20])
+    study = tmp_path / "study.yaml"
+    study.write_text(yaml.safe_dump({
+        "name": "tiny", "settings": {"limit": 6, "bootstrap": 20},
+        "tasks": [{"name": "world-mc", "methods": ["choice", "continuation-sum"]},
+                  {"name": "world-facts", "methods": ["first-token"]}],
+        "models": [{"name": "tiny", "pretrained": str(tmp_path / "tiny")}]}))
+    result = run(study, tmp_path / "out", progress=False)
+    assert result.failed == [] and result.ran == 2
+    got = snapshot(tmp_path / "out")
+    methods = sorted(m for records, _ in got.values() for m in records["method"].unique())
+    assert methods == ["choice", "continuation-sum", "first-token"]
+    for records, metrics in got.values():
+        assert len(records) == 6 * records["method"].nunique()
+        assert {"ece", "accuracy"} <= {m["metric"] for m in metrics}
+    assert run(study, tmp_path / "out", progress=False).ran == 0
