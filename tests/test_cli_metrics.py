@@ -218,4 +218,4 @@ def test_console_script_end_to_end(records: Path, tmp_path: Path) -> None:
     bad = subprocess.run([str(script), "metrics", str(broken)], capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2
     assert bad.stdout == ""
-    assert bad.stderr.strip().splitlines() == [f"error: {broken}:2: invalid JSON (Expecting value)"]
+    assert bad.stderr.strip().splitlines() == [f"error: {broken}:2: invalid JSON (Expecting value at column 1)"]

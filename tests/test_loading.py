@@ -31,9 +31,15 @@ def logits(loaded, text: str = "The capital of France is Paris") -> np.ndarray:
 
 
 def test_parse_model_args_full() -> None:
-    spec = parse_model_args("pretrained=EleutherAI/pythia-70m, revision=step1000,peft=adapters/x,dtype=bf16,max_length=512")
+    spec = parse_model_args(
+        "pretrained=EleutherAI/pythia-70m, revision=step1000,peft=adapters/x,dtype=bf16,max_length=512"
+    )
     assert spec == ModelSpec(
-        pretrained="EleutherAI/pythia-70m", revision="step1000", peft="adapters/x", dtype="bfloat16", max_length=512
+        pretrained="EleutherAI/pythia-70m",
+        revision="step1000",
+        peft="adapters/x",
+        dtype="bfloat16",
+        max_length=512,
     )
     assert parse_model_args(spec.to_args()) == spec
     assert parse_model_args("pretrained=a,trust_remote_code=True").trust_remote_code is True
@@ -159,7 +165,9 @@ def test_peft_adapter_changes_outputs_like_peft_does(tiny_model_dir: Path, tmp_p
     from transformers import AutoModelForCausalLM
 
     base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
-    lora = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, target_modules=["query_key_value"], lora_dropout=0.0))
+    lora = get_peft_model(
+        base, LoraConfig(r=4, lora_alpha=8, target_modules=["query_key_value"], lora_dropout=0.0)
+    )
     torch.manual_seed(1)
     with torch.no_grad():
         for name, p in lora.named_parameters():
@@ -170,7 +178,9 @@ def test_peft_adapter_changes_outputs_like_peft_does(tiny_model_dir: Path, tmp_p
 
     plain = load_model(f"pretrained={tiny_model_dir}")
     tuned = load_model(f"pretrained={tiny_model_dir},peft={adapter}")
-    reference = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir), adapter).eval()
+    reference = PeftModel.from_pretrained(
+        AutoModelForCausalLM.from_pretrained(tiny_model_dir), adapter
+    ).eval()
     ids = torch.tensor([plain.tokenizer.encode("The capital of France is Paris")])
     with torch.no_grad():
         expected = reference(ids).logits[0].numpy()

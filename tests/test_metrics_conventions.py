@@ -49,13 +49,40 @@ def test_width_bins_match_searchsorted_rule_at_every_edge(n_bins: int) -> None:
     assert np.array_equal(idx, expected)
 
 
+def _edge_neighbourhood(edges: np.ndarray, ulps: int = 4) -> np.ndarray:
+    """Every edge and the ``ulps`` floating-point values on each side of it, clipped to [0, 1]."""
+    out, up, down = [edges], edges.copy(), edges.copy()
+    for _ in range(ulps):
+        up, down = np.nextafter(up, 2.0), np.nextafter(down, -1.0)
+        out += [up, down]
+    return np.clip(np.concatenate(out), 0.0, 1.0)
+
+
 def test_width_bins_exact_for_every_bin_count_up_to_300() -> None:
     """The fast kernel's guarantee holds at every edge and its neighbours, for any bin count."""
     for n_bins in range(1, 301):
         edges = np.linspace(0.0, 1.0, n_bins + 1)
-        c = np.clip(np.concatenate([edges, np.nextafter(edges, 2.0), np.nextafter(edges, -1.0)]), 0.0, 1.0)
+        c = _edge_neighbourhood(edges)
         idx, _ = assign_bins(c, n_bins=n_bins)
         assert np.array_equal(idx, np.searchsorted(edges[1:-1], c, side="left")), n_bins
+
+
+def test_width_bins_exact_when_every_value_is_compared(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The kernel's fallback (no shortcut: compare every value with its upper edge) is exact too."""
+    from calibench.metrics import binning
+
+    monkeypatch.setattr(binning, "_NEAR", 1.0)  # the shortcut's check fails, so every value is compared
+    binning._width_kernel.cache_clear()
+    try:
+        assert binning._width_kernel(10).near == -1.0
+        for n_bins in (3, 10, 15):
+            edges = np.linspace(0.0, 1.0, n_bins + 1)
+            c = np.concatenate([_edge_neighbourhood(edges), np.random.default_rng(0).random(1000)])
+            assert np.array_equal(
+                assign_bins(c, n_bins=n_bins)[0], np.searchsorted(edges[1:-1], c, side="left")
+            )
+    finally:
+        binning._width_kernel.cache_clear()
 
 
 def test_large_inputs_split_across_threads_give_the_same_numbers(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -313,3 +340,14 @@ def test_inputs_accept_lists_numpy_and_pandas() -> None:
     assert ece(np.array(c), np.array(y, dtype=float)) == expected
     assert ece(np.array(c), np.array(y, dtype=np.int8)) == expected
     assert ece(np.array(c, dtype=np.float32), y) == pytest.approx(expected, abs=1e-7)
+
+
+def test_tie_rules_make_ranking_metrics_independent_of_input_order() -> None:
+    rng = np.random.default_rng(4)
+    c = rng.choice([0.2, 0.5, 0.5, 0.7, 0.9, 1.0], size=301)
+    y = rng.random(301) < c
+    base = (auroc(c, y), aurc(c, y), accuracy_at_coverage(c, y, 0.37), ace(c, y, n_bins=6))
+    for _ in range(5):
+        p = rng.permutation(301)
+        assert (auroc(c[p], y[p]), aurc(c[p], y[p]), accuracy_at_coverage(c[p], y[p], 0.37)) == base[:3]
+        assert ace(c[p], y[p], n_bins=6) == pytest.approx(base[3], abs=1e-15)

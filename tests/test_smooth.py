@@ -13,6 +13,7 @@ from calibench.metrics.smooth import (
     smooth_curve_band,
     smooth_density,
     smooth_ece,
+    smooth_ece_replicates,
     smooth_ece_sigma,
 )
 
@@ -151,3 +152,12 @@ def test_edge_cases_match_relplot(conf: list, corr: list) -> None:
 def test_perfectly_calibrated_ties_score_zero() -> None:
     assert smooth_ece([0.5] * 10, [1] * 5 + [0] * 5) == 0.0
     assert smooth_ece([0.0, 1.0], [0, 1]) == 0.0
+
+
+def test_bootstrap_helpers_reject_bad_options() -> None:
+    with pytest.raises(CalibenchError, match="n_resamples"):
+        smooth_curve_band([0.5, 0.6], [1, 0], bandwidth=0.1, n_resamples=0)
+    with pytest.raises(CalibenchError, match="level"):
+        smooth_curve_band([0.5, 0.6], [1, 0], bandwidth=0.1, level=1.5)
+    with pytest.raises(CalibenchError, match="n_resamples"):
+        smooth_ece_replicates([0.5, 0.6], [1, 0], n_resamples=2.5)

@@ -146,3 +146,19 @@ def test_cli_plan_prints_units(tmp_path: Path) -> None:
                           capture_output=True, text=True, env={**__import__("os").environ, "COLUMNS": "200"})
     assert proc.returncode == 0, proc.stderr
     assert "2 units" in proc.stdout and "m1 / synth-a" in proc.stdout and "m1 / synth-b" in proc.stdout
+
+
+@pytest.mark.parametrize("preset", ["quick", "default"])
+def test_lifecycle_study_plans(tmp_path: Path, preset: str) -> None:
+    from calibench.study.lifecycle import write_lifecycle_study
+
+    study = load_study(write_lifecycle_study(tmp_path, preset))
+    units = expand(study)
+    train = [u for u in units if u.kind == "train"]
+    assert [u.spec["recipe"] for u in train][:2] == ["world", "pretrain"]
+    assert {u.spec["recipe"] for u in train} == {"world", "pretrain", "sft", "reward", "rl", "dpo"}
+    evals = [u for u in units if u.kind == "eval"]
+    assert all(u.key != "?" and u.spec["world_key"] == train[0].key for u in evals)
+    stages = {u.spec["labels"]["stage"] for u in evals}
+    assert stages == {"pretrained", "sft", "rl", "dpo"}
+    assert {u.spec["task"] for u in evals} == {"lab-clm", "lab-facts", "lab-mc"}

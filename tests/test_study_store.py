@@ -164,3 +164,33 @@ def test_real_eval_units_on_a_tiny_model(tmp_path: Path) -> None:
         assert len(records) == 6 * records["method"].nunique()
         assert {"ece", "accuracy"} <= {m["metric"] for m in metrics}
     assert run(study, tmp_path / "out", progress=False).ran == 0
+
+
+@pytest.mark.slow
+def test_lab_recipes_end_to_end(tmp_path: Path) -> None:
+    """world -> pretrain -> SFT train units, then eval units on the lab tasks of that world (about a minute)."""
+    import yaml
+
+    study = tmp_path / "lab.yaml"
+    study.write_text(yaml.safe_dump({
+        "name": "lab-mini", "settings": {"seed": 0, "bootstrap": 20, "limit": 20},
+        "tasks": [{"name": "lab-mc", "methods": ["choice"]}, {"name": "lab-facts", "methods": ["first-token"]}],
+        "train": [
+            {"name": "world", "recipe": "world", "options": {"people": 40, "n_instructions": 48, "n_preferences": 16}},
+            {"name": "pretrain", "recipe": "pretrain", "after": ["world"],
+             "options": {"sizes": ["lab-20k"], "steps": 32, "eval_items": 20}},
+            {"name": "sft", "recipe": "sft", "after": ["world", "pretrain"],
+             "options": {"base": "@pretrain:lab-20k/step32", "data": "narrow", "method": "lora", "epochs": 1,
+                         "eval_items": 20}},
+        ],
+        "models": [
+            {"name": "lab-20k", "train": "pretrain", "revisions": ["lab-20k/step16", "lab-20k/step32"]},
+            {"name": "sft", "train": "sft", "revisions": ["epoch1"], "stage": "sft", "tuning": "lora",
+             "base": "lab-20k"},
+        ]}))
+    result = run(study, tmp_path / "out", progress=False)
+    assert result.failed == [] and result.ran == 3 + 6
+    got = snapshot(tmp_path / "out")
+    assert sorted({r["task"].iloc[0] for r, _ in got.values()}) == ["lab-facts", "lab-mc"]
+    assert all(len(r) == 20 for r, _ in got.values())
+    assert run(study, tmp_path / "out", progress=False).ran == 0

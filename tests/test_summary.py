@@ -152,3 +152,15 @@ def test_metric_function_binds_only_accepted_options() -> None:
     assert metric_function("aurc", n_bins=3)(c, y) == aurc(c, y)
     with pytest.raises(CalibenchError, match="unknown metric 'ecee'"):
         metric_function("ecee")
+
+
+def test_class_wise_metrics_need_probs_on_every_row() -> None:
+    rows = [
+        {"confidence": 0.7, "correct": True, "probs": [0.7, 0.3], "label": 0},
+        {"confidence": 0.6, "correct": False, "probs": [0.4, 0.6], "label": 0},
+        {"confidence": 0.8, "correct": True},  # open answer: no probs
+    ]
+    out = summarize(make_records(rows), n_resamples=0)
+    assert not {"sce", "brier", "nll"} & set(out["metric"])
+    out = summarize(make_records(rows[:2]), n_resamples=0).set_index("metric")
+    assert out.loc["brier", "estimate"] == pytest.approx((0.09 + 0.09 + 0.36 + 0.36) / 2)

@@ -27,11 +27,17 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
         yield tmp_path
         with open(tmp_path, "rb") as fh:
             os.fsync(fh.fileno())
-        os.chmod(tmp_path, 0o644)  # mkstemp makes 0600 files; results are meant to be shared
+        os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600 files; honour the user's umask
         os.replace(tmp_path, target)
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def write_text(target: str | os.PathLike[str], text: str) -> None:
@@ -47,6 +53,37 @@ def write_with(target: str | os.PathLike[str], writer: Callable[[Path], None]) -
     """Atomically write ``target`` with ``writer(tmp_path)`` (e.g. ``df.to_parquet``)."""
     with atomic_path(target) as tmp:
         writer(tmp)
+
+
+def read_jsonl_lines(path: str | os.PathLike[str]) -> list[tuple[int, dict[str, Any]]]:
+    """(line number, object) for each non-blank line of a JSONL file.
+
+    Every JSONL reader in calibench (records, tasks, world, training data, lm-eval logs) goes through
+    here, so a missing file, non-UTF-8 text or a malformed line always names ``file:line``.
+    """
+    from calibench.errors import CalibenchError, located
+
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise CalibenchError(f"{path}: no such file") from exc
+    except UnicodeDecodeError as exc:
+        raise CalibenchError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
+    except OSError as exc:
+        raise CalibenchError(f"{path}: cannot read ({exc.strerror})") from exc
+    rows: list[tuple[int, dict[str, Any]]] = []
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise located(f"invalid JSON ({exc.msg} at column {exc.colno})", path=path, line=lineno) from exc
+        if not isinstance(obj, dict):
+            raise located("each line must be a JSON object", path=path, line=lineno)
+        rows.append((lineno, obj))
+    return rows
 
 
 def _json_default(obj: Any) -> Any:

@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from calibench.errors import CalibenchError
+from calibench.io import read_jsonl_lines
 from calibench.records import make_records
 
 METHOD = "continuation-sum"
@@ -164,21 +165,7 @@ def convert_file(path: str | os.PathLike[str], *, model: str | None = None, revi
     """Record rows (dicts of the contract) for one samples file; errors name file:line."""
     path = Path(path)
     prov = provenance(path, model=model, revision=revision, task=task)
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise CalibenchError(f"{path}: cannot read ({exc})") from exc
-    samples: list[tuple[int, dict[str, Any]]] = []
-    for lineno, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            sample = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise CalibenchError(f"{path}:{lineno}: invalid JSON ({exc.msg} at column {exc.colno})") from exc
-        if not isinstance(sample, dict):
-            raise CalibenchError(f"{path}:{lineno}: each line must be a JSON object")
-        samples.append((lineno, sample))
+    samples = read_jsonl_lines(path)
     # A task with several filters logs each document once per filter; keep one ("none" if present).
     filters = [str(s.get("filter", "none")) for _, s in samples]
     keep = "none" if "none" in filters or not filters else filters[0]

@@ -2,8 +2,9 @@
 
 Every method is a function ``(engine, task, *, tokenizer=None, options=None) -> list[dict]`` that
 returns one record dict per item (``model``/``revision`` are filled in later by ``run_eval``). The
-methods only talk to the engine through its five calls (``score_options``, ``next_token``,
-``greedy``, ``score_tokens``, ``loglikelihood``), so tests can drive them with a fake engine.
+methods only talk to the engine through ``score_options``, ``next_token``, ``greedy`` and
+``score_tokens`` (plus ``encode`` when it has one, to tokenise exactly as it does), so tests can
+drive them with a fake engine whose numbers are set by hand.
 
 Several methods need the same forward passes: continuation-sum/mean/min are three views of one
 ``score_options`` call, and sequence / p-true share one greedy generation. Those passes are cached per

@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from calibench.errors import CalibenchError, located
-from calibench.io import write_with
+from calibench.io import read_jsonl_lines, write_with
 
 COLUMNS: tuple[str, ...] = (
     "model",
@@ -137,19 +137,7 @@ def write_records(df: pd.DataFrame, path: str | os.PathLike[str]) -> None:
 
 
 def _read_jsonl(path: Path) -> pd.DataFrame:
-    rows = []
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise located(f"invalid JSON ({exc.msg})", path=path, line=lineno) from exc
-            if not isinstance(obj, dict):
-                raise located("each line must be a JSON object", path=path, line=lineno)
-            obj["_line"] = lineno
-            rows.append(obj)
+    rows = [{**obj, "_line": lineno} for lineno, obj in read_jsonl_lines(path)]
     if not rows:
         raise CalibenchError(f"{path}: no records")
     return pd.DataFrame(rows)

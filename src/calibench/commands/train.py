@@ -39,6 +39,10 @@ def _table(title: str, rows: list[tuple[str, Any]]) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from calibench.train.pretrain import is_main_process
+
+    if not is_main_process():  # one summary under `accelerate launch`
+        return
     table = Table(title=title)
     table.add_column("")
     table.add_column("value", justify="right")
@@ -78,7 +82,7 @@ def world_cmd(
                         n_preferences=preferences)
     manifest = json.loads(paths.manifest.read_text())
     rows: list[tuple[str, Any]] = [("people " + k, v) for k, v in manifest["people_per_bucket"].items()]
-    rows += [(name, info["lines"]) for name, info in manifest["files"].items() if name.endswith("l")]
+    rows += [(name, info["lines"]) for name, info in manifest["files"].items() if name.endswith(".jsonl")]
     rows.append(("corpus characters", manifest["corpus_characters"]))
     _table(f"world written to {out}", rows)
 
@@ -100,18 +104,16 @@ def pretrain_cmd(
     threads: int = THREADS,
 ) -> None:
     """Train the BPE tokenizer and a GPT-NeoX family on the world corpus, with log-spaced checkpoints."""
-    from calibench.train.config import get_size, quiet_transformers, torch_threads
+    from calibench.train.config import get_size
     from calibench.train.pretrain import PretrainConfig, pretrain_family
 
     names = [s.strip() for s in sizes.split(",") if s.strip()]
     for name in names:
         get_size(name)
-    quiet_transformers()
     cfg = PretrainConfig(steps=steps, batch_size=batch_size, lr=lr, first_checkpoint=first_checkpoint, seed=seed,
-                         device=_device(device))
-    with torch_threads(threads):
-        results = pretrain_family(world, out, names, cfg, vocab_size=vocab_size, calibration=calibration,
-                                  eval_items=eval_items)
+                         device=_device(device), threads=threads)
+    results = pretrain_family(world, out, names, cfg, vocab_size=vocab_size, calibration=calibration,
+                              eval_items=eval_items)
     rows: list[tuple[str, Any]] = []
     for name, r in results.items():
         rows += [(f"{name} parameters", r["parameters"]), (f"{name} final loss", r["final_loss"]),

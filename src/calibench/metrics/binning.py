@@ -19,8 +19,9 @@ Equal-mass ("mass")
 
 The equal-width path avoids sorting and ``searchsorted`` (slow on 10^7 items): the bin is computed
 arithmetically as floor(c * scale), with scale a few ulps below B so that the candidate is never too
-high, and then raised by one where c exceeds the candidate's upper edge -- one exact comparison, which
-gives bit-for-bit the ``searchsorted`` answer. Work is done in cache-sized chunks.
+high, and then raised by one where c exceeds the candidate's upper edge -- an exact comparison, needed
+only where c * scale is within 1e-6 below an integer -- which gives bit-for-bit the ``searchsorted``
+answer. Work is done in cache-sized chunks.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from __future__ import annotations
 import functools
 import os
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -51,44 +52,73 @@ def width_edges(n_bins: int) -> np.ndarray:
     return np.linspace(0.0, 1.0, n_bins + 1)
 
 
-@functools.lru_cache(maxsize=128)
-def _width_kernel(n_bins: int) -> tuple[float, np.ndarray]:
-    """(scale, upper) for the fast exact equal-width binning of ``_width_index``.
+_NEAR = 1.0 - 1e-6  # fractional part of c * scale above which a value may sit just above an edge
 
-    ``floor(c * scale)`` with ``scale`` a few ulps below B is never above the spec's bin and at most one
-    below it; ``upper[k]`` is the upper edge of bin k (+inf for the last), so one comparison
-    ``c > upper[k]`` finishes the job. Both properties are checked here at every edge, exactly in
-    floating point (monotonicity of rounding then covers every value in between).
+
+class _Kernel(NamedTuple):
+    scale: float  # a few ulps below B: floor(c * scale) is never above the spec's bin, at most one below
+    upper: np.ndarray  # upper edge of each bin (+inf for the last)
+    near: float  # values whose c * scale has a fractional part <= near need no comparison (-1: all do)
+
+
+@functools.lru_cache(maxsize=128)
+def _width_kernel(n_bins: int) -> _Kernel:
+    """The constants of the fast exact equal-width binning of ``_width_index``, checked at every edge.
+
+    The candidate floor(c * scale) is never above the spec's bin and at most one below it; the values it
+    puts one too low lie a few ulps above an edge, where the fractional part of c * scale is above
+    ``near``. All three facts are verified here exactly in floating point at each edge (rounding is
+    monotone, so that covers every value in between).
     """
     edges = width_edges(n_bins)
     inner = edges[1:-1]
+    above = np.nextafter(inner, 2.0)  # the smallest value of each bin after the first
     j = np.arange(1, n_bins, dtype=np.float64)
     scale = float(np.nextafter(float(n_bins), 0.0))
     for _ in range(64):
-        never_above = np.all(np.floor(inner * scale) <= j - 1) and scale < n_bins
-        at_most_one_below = np.all(np.floor(np.nextafter(inner, 2.0) * scale) >= j - 1)
+        never_above = scale < n_bins and bool(np.all(np.floor(inner * scale) <= j - 1))
+        at_most_one_below = bool(np.all(np.floor(above * scale) >= j - 1))
         if never_above and at_most_one_below:
-            return scale, np.append(inner, np.inf)
+            u = above * scale
+            low = np.floor(u) < j  # edges where the first value of the next bin gets the candidate j - 1
+            near = _NEAR if bool(np.all(u[low] - np.floor(u[low]) > _NEAR)) else -1.0
+            return _Kernel(scale, np.append(inner, np.inf), near)
         scale = float(np.nextafter(scale, 0.0))
     raise AssertionError(f"no exact equal-width kernel for n_bins={n_bins}")  # pragma: no cover
 
 
-def _width_index(c: np.ndarray, scale: float, upper: np.ndarray) -> np.ndarray:
-    """Right-closed equal-width bin of each value: the candidate floor(c * scale), raised by one where
-    ``c`` lies above the candidate bin's upper edge. Equals ``searchsorted(edges[1:-1], c, "left")``."""
-    k = (c * scale).astype(np.intp)
-    above = c > upper.take(k)
-    if above.any():  # only values a few ulps above an edge; skipping the add saves a pass
-        k += above
+def _width_index(c: np.ndarray, kernel: _Kernel, scratch: np.ndarray) -> np.ndarray:
+    """Right-closed equal-width bin of each value; equals ``searchsorted(edges[1:-1], c, "left")``.
+
+    The candidate floor(c * scale) is raised by one where ``c`` lies above the candidate bin's upper
+    edge. Only values whose fractional part of c * scale is near 1 can need that, so the comparison runs
+    on those few (typically none; exact edge values such as 0.5 and 1.0 are among them but stay put).
+    """
+    n = c.shape[0]
+    u = scratch[0, :n]
+    f = scratch[1, :n]
+    np.multiply(c, kernel.scale, out=u)
+    np.floor(u, out=f)
+    k = f.astype(np.intp)
+    np.subtract(u, f, out=u)
+    near = np.flatnonzero(u > kernel.near)
+    if near.size:
+        candidate = k[near]
+        k[near] = candidate + (c[near] > kernel.upper.take(candidate))
     return k
+
+
+def _scratch(n: int) -> np.ndarray:
+    return np.empty((2, min(_CHUNK, n)), dtype=np.float64)
 
 
 def width_index(c: np.ndarray, n_bins: int) -> np.ndarray:
     """Equal-width bin index of already-validated confidences (int64)."""
-    scale, upper = _width_kernel(n_bins)
+    kernel = _width_kernel(n_bins)
+    scratch = _scratch(c.shape[0])
     out = np.empty(c.shape[0], dtype=np.int64)
     for s in range(0, c.shape[0], _CHUNK):
-        out[s : s + _CHUNK] = _width_index(c[s : s + _CHUNK], scale, upper)
+        out[s : s + _CHUNK] = _width_index(c[s : s + _CHUNK], kernel, scratch)
     return out
 
 
@@ -96,21 +126,28 @@ _PARALLEL_MIN = 1 << 21  # items; below this, threads cost more than they save
 _PARTS = 4  # fixed split: the summation order, hence the result, never depends on the core count
 
 
-def width_sums(
-    c: np.ndarray, y: np.ndarray, n_bins: int, *, detail: bool = True
-) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
-    """Per equal-width bin: (sum of correct - confidence, item count, sum of confidence).
+class WidthSums(NamedTuple):
+    """Per equal-width bin sums; ``counts``/``sum_conf``/``n_correct`` are None unless ``detail``."""
 
-    This is the hot loop of ``ece``. The l1 ECE needs only the first array (|residual sum| per bin),
-    so ``detail=False`` skips the counts and confidence sums. Large inputs are cut into ``_PARTS``
-    fixed parts summed on up to that many threads (numpy releases the GIL in these loops).
+    resid: np.ndarray  # sum of (correct - confidence) = n_b * (acc_b - conf_b)
+    counts: np.ndarray | None
+    sum_conf: np.ndarray | None
+    n_correct: np.ndarray | None
+
+
+def width_sums(c: np.ndarray, y: np.ndarray, n_bins: int, *, detail: bool = True) -> WidthSums:
+    """Per equal-width bin sums of validated inputs (the hot loop of ``ece``).
+
+    The l1 ECE needs only the residual sums, so ``detail=False`` skips the counts (one weighted
+    ``bincount`` per chunk). Large inputs are cut into ``_PARTS`` fixed parts summed on up to that many
+    threads (numpy releases the GIL in these loops).
     """
     n = c.shape[0]
     if n < _PARALLEL_MIN:
         return _width_sums_serial(c, y, n_bins, detail)
     bounds = [n * i // _PARTS for i in range(_PARTS + 1)]
 
-    def part(i: int) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    def part(i: int) -> WidthSums:
         lo, hi = bounds[i], bounds[i + 1]
         return _width_sums_serial(c[lo:hi], y[lo:hi], n_bins, detail)
 
@@ -120,34 +157,38 @@ def width_sums(
             parts = list(pool.map(part, range(_PARTS)))
     else:
         parts = [part(i) for i in range(_PARTS)]
-    resid = np.sum([p[0] for p in parts], axis=0)  # parts added in a fixed order
-    if not detail:
-        return resid, None, None
-    return resid, np.sum([p[1] for p in parts], axis=0), np.sum([p[2] for p in parts], axis=0)
+    fields = [None if parts[0][f] is None else np.sum([p[f] for p in parts], axis=0) for f in range(4)]
+    return WidthSums(*fields)  # parts added in a fixed order
 
 
-def _width_sums_serial(
-    c: np.ndarray, y: np.ndarray, n_bins: int, detail: bool
-) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+def _width_sums_serial(c: np.ndarray, y: np.ndarray, n_bins: int, detail: bool) -> WidthSums:
     """``width_sums`` in one thread, in cache-sized chunks (every temporary stays in L2)."""
-    scale, upper = _width_kernel(n_bins)
-    resid = np.zeros(n_bins, dtype=np.float64)
-    counts = np.zeros(n_bins, dtype=np.int64) if detail else None
-    sum_conf = np.zeros(n_bins, dtype=np.float64) if detail else None
+    kernel = _width_kernel(n_bins)
+    scratch = _scratch(c.shape[0])
     yb = y.view(np.uint8)
-    buffer = np.empty(min(_CHUNK, c.shape[0]), dtype=np.float64)
+    if detail:  # exact integer counts: items and correct items per bin from one bincount of 2 * bin + y
+        counts2 = np.zeros(2 * n_bins, dtype=np.int64)
+        sum_conf = np.zeros(n_bins, dtype=np.float64)
+        for s in range(0, c.shape[0], _CHUNK):
+            x = c[s : s + _CHUNK]
+            k = _width_index(x, kernel, scratch)
+            sum_conf += np.bincount(k, weights=x, minlength=n_bins)
+            k *= 2
+            k += yb[s : s + _CHUNK]
+            counts2 += np.bincount(k, minlength=2 * n_bins)
+        counts2 = counts2.reshape(n_bins, 2)
+        n_correct = counts2[:, 1]
+        return WidthSums(n_correct - sum_conf, counts2.sum(axis=1), sum_conf, n_correct)
+    resid = np.zeros(n_bins, dtype=np.float64)
     for s in range(0, c.shape[0], _CHUNK):
         x = c[s : s + _CHUNK]
         n = x.shape[0]
-        k = _width_index(x, scale, upper)
-        if counts is not None and sum_conf is not None:
-            counts += np.bincount(k, minlength=n_bins)
-            sum_conf += np.bincount(k, weights=x, minlength=n_bins)
-        w = buffer[:n]
+        k = _width_index(x, kernel, scratch)
+        w = scratch[0, :n]  # free again once the index is computed
         np.copyto(w, yb[s : s + n], casting="unsafe")  # bool -> float, cheaper than a mixed-type subtract
         w -= x
         resid += np.bincount(k, weights=w, minlength=n_bins)
-    return resid, counts, sum_conf
+    return WidthSums(resid, None, None, None)
 
 
 def tie_spans(s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -208,12 +249,12 @@ def assign_bins(
 def bin_sums(
     c: np.ndarray, y: np.ndarray, *, n_bins: int, binning: str
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Per bin: count, sum of confidence, number correct, and the edges (validated inputs)."""
+    """Per bin: item count, sum of confidence, number correct (integers), and the edges (validated inputs)."""
     if binning == "width":
-        resid, counts, sum_conf = width_sums(c, y, n_bins)
-        return counts, sum_conf, resid + sum_conf, width_edges(n_bins)
+        sums = width_sums(c, y, n_bins)
+        return sums.counts, sums.sum_conf, sums.n_correct, width_edges(n_bins)
     index, edges = mass_index(c, n_bins)
     counts = np.bincount(index, minlength=n_bins)
     sum_conf = np.bincount(index, weights=c, minlength=n_bins)
-    sum_correct = np.bincount(index, weights=y, minlength=n_bins)
-    return counts, sum_conf, sum_correct, edges
+    n_correct = np.bincount(index[y], minlength=n_bins)
+    return counts, sum_conf, n_correct, edges

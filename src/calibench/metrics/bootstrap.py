@@ -13,16 +13,18 @@ Vectorised metrics (no Python loop over resamples; one ``bincount``/``mean`` per
 - ``ece``/``mce``/``rmsce`` with equal-width bins (any ``n_bins``/``norm``): an item's bin does not
   change under resampling, so each resample's per-bin sum of ``c - y`` (and, for l2/max, count) comes
   from one ``np.bincount`` over the keys ``resample * n_bins + bin``.
+- ``ace`` and ``binning="mass"``: equal-mass bins move with the resample but depend only on the counts
+  per distinct confidence value, so no resample is sorted (see ``_mass_replicates``).
 - ``accuracy``, ``brier_top``, ``brier``, ``nll``: means of a per-item loss, averaged per resample row.
 - ``smooth_ece``: all resamples are gridded by one ``bincount``; the bandwidth bisection runs in lock
   step and smooths all resamples that try the same bandwidth in one batched FFT
   (``smooth.smooth_ece_replicates``).
 
+- ``sce``: the l1 ECE path per class column (against ``labels == k``) on the same resamples.
 - ``auroc``, ``aurc``: one ``bincount`` per chunk over ``(resample, distinct confidence, correct)``, then
   cumulative sums over the confidence values.
 
-Other metrics (``ace`` and ``binning="mass"``, whose bins move with the resample; ``sce``, any user
-callable) run the metric once per resample. Resamples where the metric
+Any other callable (a user metric, a ``smooth_ece`` with options) runs once per resample. Resamples where the metric
 is undefined (NaN, e.g. AUROC on a resample with one outcome) are left out of the percentiles.
 
 Percentile CI: the ``(1 - level) / 2`` and ``(1 + level) / 2`` quantiles of the replicates (numpy's
@@ -132,32 +134,37 @@ def _per_item_loss(func: Callable[..., float], arrays: tuple[Any, ...]) -> np.nd
         p, labels = _validate.class_wise(*arrays)
         gold = p[np.arange(p.shape[0]), labels]
         if func is scores.nll:
-            return -np.log(np.maximum(gold, scores.NLL_CLIP))
+            return 0.0 - np.log(np.maximum(gold, scores.NLL_CLIP))  # 0.0 - x: no "-0.0" when perfect
         return np.einsum("ij,ij->i", p, p) - 2.0 * gold + 1.0
     return None
 
 
-def _binned_options(func: Callable[..., float], kwargs: Mapping[str, Any]) -> tuple[Any, str] | None:
-    """(n_bins, norm) if ``func(**kwargs)`` is an equal-width binned calibration error, else None."""
+def _binned_options(func: Callable[..., float], kwargs: Mapping[str, Any]) -> tuple[Any, str, str] | None:
+    """(n_bins, norm, binning) if ``func(**kwargs)`` is a binned top-label calibration error, else None."""
     from calibench.metrics import calibration
 
     if func is calibration.ece:
-        norm, accepted = kwargs.get("norm", "l1"), {"n_bins", "binning", "norm"}
+        norm, binning, accepted = (
+            kwargs.get("norm", "l1"),
+            kwargs.get("binning", "width"),
+            {"n_bins", "binning", "norm"},
+        )
+    elif func is calibration.ace:
+        norm, binning, accepted = kwargs.get("norm", "l1"), "mass", {"n_bins", "norm"}
     elif func is calibration.mce or func is calibration.rmsce:
-        norm, accepted = ("max" if func is calibration.mce else "l2"), {"n_bins", "binning"}
+        norm = "max" if func is calibration.mce else "l2"
+        binning, accepted = kwargs.get("binning", "width"), {"n_bins", "binning"}
     else:
         return None
-    if kwargs.get("binning", "width") != "width" or not set(kwargs) <= accepted:
-        return None  # mass bins move with the resample; unknown options go to the metric to reject
-    if norm not in calibration.NORMS:
-        return None  # let the metric itself raise its error message
-    return kwargs.get("n_bins", 10), norm
+    if not set(kwargs) <= accepted or binning not in ("width", "mass") or norm not in calibration.NORMS:
+        return None  # let the metric itself reject bad options with its own message
+    return kwargs.get("n_bins", 10), norm, binning
 
 
 def _binned_replicates(
     c: np.ndarray, y: np.ndarray, n_bins: int, norm: str, n_resamples: int, seed: int
 ) -> np.ndarray:
-    """Binned calibration error of every resample from per-(resample, bin) sums.
+    """Equal-width binned calibration error of every resample from per-(resample, bin) sums.
 
     For the l1 norm only the per-bin residual sum matters (ECE = sum_b |sum_{i in b} (c_i - y_i)| / N),
     so one weighted ``bincount`` per chunk suffices; l2 and max also need the per-bin counts.
@@ -175,20 +182,86 @@ def _binned_replicates(
         k += (np.arange(r, dtype=np.int64) * n_bins)[:, None]
         k = k.ravel()
         sums = np.bincount(k, weights=resid[idx].ravel(), minlength=r * n_bins).reshape(r, n_bins)
-        if norm == "l1":
-            out[row : row + r] = np.abs(sums).sum(axis=1) / n
-        else:
-            counts = np.bincount(k, minlength=r * n_bins).reshape(r, n_bins)
-            out[row : row + r] = _error_from_sums(counts, np.abs(sums), norm)
+        counts = None if norm == "l1" else np.bincount(k, minlength=r * n_bins).reshape(r, n_bins)
+        out[row : row + r] = _error_from_sums(counts, np.abs(sums), n, norm)
         row += r
     return out
 
 
-def _error_from_sums(counts: np.ndarray, abs_resid: np.ndarray, norm: str) -> np.ndarray:
-    """Row-wise l2/max calibration error from per-bin counts and |sum of (c - y)| (rows = resamples)."""
+def _mass_replicates(
+    c: np.ndarray, y: np.ndarray, n_bins: int, norm: str, n_resamples: int, seed: int
+) -> np.ndarray:
+    """Equal-mass binned calibration error of every resample without sorting any resample.
+
+    Equal-mass bins move with the resample, but they depend only on how many items each distinct
+    confidence value holds: a tie group occupying sorted positions first..last goes to bin
+    ``((first + last) // 2 * B) // N``, and the lowest group to bin 0 (``binning.mass_index``'s rule).
+    So per chunk: one ``bincount`` of counts and residual sums per (resample, value), a cumulative sum
+    for the positions, and one ``bincount`` per (resample, bin).
+    """
+    _, value_index = np.unique(c, return_inverse=True)
+    groups = int(value_index.max()) + 1
+    value_index = value_index.astype(np.int64)
+    n = c.shape[0]
+    resid = c - y
+    out = np.empty(n_resamples)
+    row = 0
+    for idx in resample_indices(n, n_resamples, seed):
+        r = idx.shape[0]
+        k = value_index[idx]
+        k += (np.arange(r, dtype=np.int64) * groups)[:, None]
+        k = k.ravel()
+        counts = np.bincount(k, minlength=r * groups).reshape(r, groups)
+        sums = np.bincount(k, weights=resid[idx].ravel(), minlength=r * groups).reshape(r, groups)
+        first = np.cumsum(counts, axis=1) - counts
+        bins = ((2 * first + counts - 1) // 2 * n_bins) // n  # middle position (first + last) // 2
+        bins[first == 0] = 0
+        bins += (np.arange(r, dtype=np.int64) * n_bins)[:, None]
+        bins = bins.ravel()
+        bin_sums = np.bincount(bins, weights=sums.ravel(), minlength=r * n_bins).reshape(r, n_bins)
+        bin_counts = None
+        if norm != "l1":
+            bin_counts = np.bincount(bins, weights=counts.ravel(), minlength=r * n_bins).reshape(r, n_bins)
+        out[row : row + r] = _error_from_sums(bin_counts, np.abs(bin_sums), n, norm)
+        row += r
+    return out
+
+
+def _sce_replicates(probs: Any, labels: Any, n_bins: int, n_resamples: int, seed: int) -> np.ndarray:
+    """Static calibration error of every resample: the l1 ``_binned_replicates`` idea for each class
+    column (against ``labels == k``) on the same resample indices, averaged over classes."""
+    from calibench.metrics._validate import class_wise
+    from calibench.metrics.binning import assign_bins
+
+    p, lab = class_wise(probs, labels)
+    n, n_classes = p.shape
+    columns = [np.ascontiguousarray(p[:, k]) for k in range(n_classes)]
+    bins = [assign_bins(col, n_bins=n_bins, binning="width")[0] for col in columns]
+    resid = [col - (lab == k) for k, col in enumerate(columns)]
+    out = np.empty(n_resamples)
+    row = 0
+    for idx in resample_indices(n, n_resamples, seed):
+        r = idx.shape[0]
+        offsets = (np.arange(r, dtype=np.int64) * n_bins)[:, None]
+        total = np.zeros(r)
+        for b, w in zip(bins, resid, strict=True):
+            k = b[idx]
+            k += offsets
+            sums = np.bincount(k.ravel(), weights=w[idx].ravel(), minlength=r * n_bins).reshape(r, n_bins)
+            total += np.abs(sums).sum(axis=1) / n
+        out[row : row + r] = total / n_classes
+        row += r
+    return out
+
+
+def _error_from_sums(counts: np.ndarray | None, abs_resid: np.ndarray, n: int, norm: str) -> np.ndarray:
+    """Row-wise calibration error from per-bin |sum of (c - y)| and (for l2/max) counts; rows = resamples."""
+    if norm == "l1":
+        return abs_resid.sum(axis=1) / n
+    assert counts is not None
     safe = np.maximum(counts, 1)
     if norm == "l2":
-        return np.sqrt(np.sum(abs_resid * abs_resid / safe, axis=1) / counts.sum(axis=1))
+        return np.sqrt(np.sum(abs_resid * abs_resid / safe, axis=1) / n)
     return np.max(np.where(counts > 0, abs_resid / safe, 0.0), axis=1)
 
 
@@ -265,7 +338,15 @@ def bootstrap_replicates(
         from calibench.metrics._validate import as_n_bins, top_label
 
         c, y = top_label(*data)
-        return _binned_replicates(c, y, as_n_bins(binned[0]), binned[1], n_resamples, seed)
+        n_bins, norm, binning = binned
+        replicates = _binned_replicates if binning == "width" else _mass_replicates
+        return replicates(c, y, as_n_bins(n_bins), norm, n_resamples, seed)
+    from calibench.metrics import calibration
+
+    if func is calibration.sce and len(data) == 2 and set(options) <= {"n_bins"}:
+        from calibench.metrics._validate import as_n_bins
+
+        return _sce_replicates(*data, as_n_bins(options.get("n_bins", 10)), n_resamples, seed)
     if not options:
         from calibench.metrics import smooth
 

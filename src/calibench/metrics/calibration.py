@@ -25,7 +25,8 @@ def _from_sums(resid: np.ndarray, counts: np.ndarray | None, n: int, norm: str) 
     """Calibration error from per-bin residual sums resid_b = n_b * (acc_b - conf_b) and counts."""
     if norm == "l1":
         return float(np.abs(resid).sum() / n)
-    assert counts is not None
+    if counts is None:
+        raise TypeError("per-bin counts are needed for the l2 and max norms")
     full = counts > 0
     gap = np.abs(resid[full]) / counts[full]
     if norm == "l2":
@@ -50,7 +51,7 @@ def ece(
     n_bins = as_n_bins(n_bins)
     c, y = top_label(confidence, correct)
     if binning == "width":  # hot path: the l1 norm needs only the residual sums
-        resid, counts, _ = width_sums(c, y, n_bins, detail=norm != "l1")
+        resid, counts, _, _ = width_sums(c, y, n_bins, detail=norm != "l1")
     else:
         counts, sum_conf, sum_correct, _ = bin_sums(c, y, n_bins=n_bins, binning=binning)
         resid = sum_correct - sum_conf
@@ -82,7 +83,7 @@ def sce(probs: Any, labels: Any, *, n_bins: int = 10) -> float:
     p, labels = class_wise(probs, labels)
     total = 0.0
     for k in range(p.shape[1]):
-        resid, _, _ = width_sums(np.ascontiguousarray(p[:, k]), labels == k, n_bins, detail=False)
+        resid = width_sums(np.ascontiguousarray(p[:, k]), labels == k, n_bins, detail=False).resid
         total += _from_sums(resid, None, p.shape[0], "l1")
     return total / p.shape[1]
 

@@ -56,7 +56,7 @@ def nll(probs: Any, labels: Any) -> float:
     """Negative log-likelihood of the gold class, probabilities clipped at 1e-12."""
     p, labels = class_wise(probs, labels)
     gold = p[np.arange(p.shape[0]), labels]
-    return float(-np.mean(np.log(np.maximum(gold, NLL_CLIP))))
+    return float(0.0 - np.mean(np.log(np.maximum(gold, NLL_CLIP))))  # 0.0 - x: no "-0.0" when perfect
 
 
 def auroc(confidence: Any, correct: Any) -> float:

@@ -317,7 +317,7 @@ class _SpectralGrids:
         self.size = fft.next_fast_len(3 * self.m - 2, real=True)
         mirrored = np.pad(grids[:, 0], ((0, 0), (self.m - 1, self.m - 1)), mode="reflect")
         self.residual_spectra = fft.rfft(mirrored, n=self.size, axis=-1)
-        self.counts = grids[:, 1]
+        self.counts = np.ascontiguousarray(grids[:, 1])  # a copy, so the full grids can be freed
 
     def smece(self, sigma: float, rows: np.ndarray) -> np.ndarray:
         """Smooth ECE at bandwidth ``sigma`` of the chosen rows (resamples)."""
@@ -346,6 +346,8 @@ def smooth_ece_replicates(
     over resamples: all resamples are gridded together, and the bandwidth bisection runs for all of
     them in lock step, smoothing every resample that tries the same bandwidth in one batched FFT.
     """
+    if isinstance(n_resamples, bool) or not isinstance(n_resamples, (int, np.integer)) or n_resamples < 1:
+        raise CalibenchError(f"n_resamples must be a positive integer, got {n_resamples!r}")
     conf, corr = _validate(confidence, correct)
     weights: list[np.ndarray | None] = [conf - corr, None]
     spectral: dict[int, _SpectralGrids] = {}
@@ -395,6 +397,8 @@ def smooth_curve_band(
     conf, corr = _validate(confidence, correct)
     if not 0 < level < 1:
         raise CalibenchError(f"level must be in (0, 1), got {level}")
+    if isinstance(n_resamples, bool) or not isinstance(n_resamples, (int, np.integer)) or n_resamples < 1:
+        raise CalibenchError(f"n_resamples must be a positive integer, got {n_resamples!r}")
     if not 0 < bandwidth <= 1:
         raise CalibenchError(f"bandwidth must be in (0, 1], got {bandwidth}")
     points = _grid(grid)

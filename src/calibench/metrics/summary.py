@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any
 
 import numpy as np
@@ -85,13 +85,15 @@ def summarize(
     n_resamples: int = 1000,
     seed: int = 0,
     level: float = 0.95,
+    no_bootstrap: Collection[str] = (),
 ) -> pd.DataFrame:
     """Every applicable metric per (task, method) with percentile-bootstrap CIs over items.
 
     Returns one row per (task, method) x metric with columns ``task, method, metric, estimate, low,
     high, n`` (groups in order of first appearance, metrics in ``METRICS`` order). Class-wise metrics
     (sce, brier, nll) appear only for groups whose every row has probs and a label with one class
-    count. ``n_resamples=0`` skips the bootstrap (low and high are NaN). A metric that is undefined
+    count. ``n_resamples=0`` skips the bootstrap (low and high are NaN); so does naming a metric in
+    ``no_bootstrap`` (for callers that want only the estimate of an expensive metric). A metric that is undefined
     for a group (auroc when every item is correct) has a NaN estimate.
     """
     n_bins = as_n_bins(n_bins)
@@ -112,7 +114,7 @@ def summarize(
             if arrays is None:
                 continue
             fn = metric_function(name, n_bins=n_bins, binning=binning)
-            if n_resamples == 0:
+            if n_resamples == 0 or name in no_bootstrap:
                 estimate, low, high = fn(*arrays), math.nan, math.nan
             else:
                 ci = bootstrap_ci(fn, *arrays, n_resamples=int(n_resamples), level=level, seed=seed)

@@ -19,6 +19,7 @@ Design (see docs/models.md):
 
 from __future__ import annotations
 
+import copy
 import inspect
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -190,9 +191,12 @@ class ScoringEngine:
         if tokenizer.pad_token_id is None and tokenizer.eos_token_id is not None:
             tokenizer.pad_token = tokenizer.eos_token  # batching needs a pad id; masked out anyway
         self.pad_id = int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0)
-        self.prefix_token_id = int(
-            tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
-        )
+        prefix = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+        if prefix is None:
+            raise CalibenchError(
+                "the tokenizer has neither a BOS nor an EOS token; cannot score from an empty context"
+            )
+        self.prefix_token_id = int(prefix)
         self._prefix_str = tokenizer.decode(self.prefix_token_id)
         params = inspect.signature(model.forward).parameters
         self._has_keep = "logits_to_keep" in params
@@ -431,20 +435,29 @@ class ScoringEngine:
                 if len(p.continuation) > 1:
                     row_item.append(i)
                     row_cont.append((k, p.continuation[:-1]))
-        rest_logits = None
+        rest: dict[int, Any] = {}  # second-pass row -> logits of its option tokens but the last
         if row_item:
-            cache = out.past_key_values
-            index = torch.tensor(row_item, dtype=torch.long, device=self.device)
-            try:
-                cache.reorder_cache(index)
-            except (AttributeError, NotImplementedError, TypeError):
-                self._shared_ok = False  # this cache type cannot be expanded; score in full from now on
-                return [self._full_batch(pairs) for pairs in items]
-            ids, opt_mask = self._tensor([c for _, c in row_cont], left=False)
-            mask = torch.cat([ctx_mask.index_select(0, index), opt_mask], dim=1)
-            start = torch.tensor([len(contexts[i]) for i in row_item], device=self.device)
-            pos = start[:, None] + torch.arange(ids.shape[1], device=self.device)[None, :]
-            _, rest_logits = self._call(ids, mask, position_ids=pos, past=cache, use_cache=True)
+            # Expanding the cache costs rows x context tokens of KV memory: run the option rows in
+            # chunks of at most batch_size x max_length cached tokens (one chunk for short prompts).
+            width = max(len(c) for c in contexts)
+            per_chunk = max(1, (self.batch_size * self.max_length) // max(1, width))
+            chunks = list(_chunks(list(range(len(row_item))), per_chunk))
+            base = out.past_key_values
+            for rows in chunks:
+                cache = copy.deepcopy(base) if len(chunks) > 1 else base
+                index = torch.tensor([row_item[r] for r in rows], dtype=torch.long, device=self.device)
+                try:
+                    cache.reorder_cache(index)
+                except (AttributeError, NotImplementedError, TypeError):
+                    self._shared_ok = False  # this cache type cannot be expanded; score in full from now on
+                    return [self._full_batch(pairs) for pairs in items]
+                ids, opt_mask = self._tensor([row_cont[r][1] for r in rows], left=False)
+                mask = torch.cat([ctx_mask.index_select(0, index), opt_mask], dim=1)
+                start = torch.tensor([len(contexts[row_item[r]]) for r in rows], device=self.device)
+                pos = start[:, None] + torch.arange(ids.shape[1], device=self.device)[None, :]
+                _, logits = self._call(ids, mask, position_ids=pos, past=cache, use_cache=True)
+                for j, r in enumerate(rows):
+                    rest[r] = logits[j]
             self._shared_ok = True
 
         sel, tgt, bounds, owners = [], [], [], []
@@ -456,7 +469,7 @@ class ScoringEngine:
                 c = len(p.continuation)
                 sel.append(first_logits[i : i + 1])
                 if c > 1:
-                    sel.append(rest_logits[row_of[(i, k)], : c - 1])
+                    sel.append(rest[row_of[(i, k)]][: c - 1])
                 tgt.extend(p.continuation)
                 bounds.append(c)
                 owners.append(i)
@@ -515,6 +528,7 @@ class ScoringEngine:
 
         if max_new_tokens < 1:
             raise CalibenchError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
+        stops = [s for s in stop if s]
         budget = max(1, self.max_length - max_new_tokens)
         encoded = []
         for ids in self.encode_many(prompts):
@@ -526,9 +540,9 @@ class ScoringEngine:
         eos = self.tokenizer.eos_token_id
         with torch.inference_mode():
             for chunk in _chunks(order, self.batch_size):
-                gens = self._greedy_batch([encoded[i][0] for i in chunk], max_new_tokens, list(stop), eos)
+                gens = self._greedy_batch([encoded[i][0] for i in chunk], max_new_tokens, stops, eos)
                 for i, (ids, lps) in zip(chunk, gens, strict=True):
-                    results[i] = self._finish_generation(ids, lps, list(stop), encoded[i][1])
+                    results[i] = self._finish_generation(ids, lps, stops, encoded[i][1])
                 bar.update(len(chunk))
         bar.close()
         return results  # type: ignore[return-value]
@@ -635,24 +649,34 @@ class ScoringEngine:
         bar.close()
 
     def _token_batch(self, batch: list[tuple[int, list[int], list[int], int]]) -> TokenScores:
+        """Forward a batch of windows; reduce each scored position to argmax, max prob, log P(target).
+
+        Rows are reduced one window at a time (max and logsumexp, no full log-softmax copy), so the
+        extra memory beyond the model's logits is one window's worth.
+        """
         import torch
 
         keep = max(len(b[2]) for b in batch)
         _, logits, _ = self._left_forward([b[1] for b in batch], keep)
-        sel = torch.cat([logits[i, keep - len(b[2]) :] for i, b in enumerate(batch)]).float()
-        targets = torch.tensor([t for b in batch for t in b[2]], dtype=torch.long, device=sel.device)
-        lp = torch.log_softmax(sel, dim=-1)
-        top_lp, pred = lp.max(dim=-1)
-        tgt_lp = lp.gather(1, targets[:, None]).squeeze(1)
+        preds, confs, tgt_lps, targets = [], [], [], []
+        for i, b in enumerate(batch):
+            rows = logits[i, keep - len(b[2]) :].float()
+            tgt = torch.tensor(b[2], dtype=torch.long, device=rows.device)
+            lse = torch.logsumexp(rows, dim=-1)
+            top, pred = rows.max(dim=-1)
+            preds.append(pred)
+            confs.append(torch.exp(top - lse))
+            tgt_lps.append(rows.gather(1, tgt[:, None]).squeeze(1) - lse)
+            targets.append(tgt)
         doc = np.concatenate([np.full(len(b[2]), b[0], dtype=np.int64) for b in batch])
         pos = np.concatenate([np.arange(b[3], b[3] + len(b[2]), dtype=np.int64) for b in batch])
         return TokenScores(
             doc_index=doc,
             position=pos,
-            target=targets.cpu().numpy(),
-            pred=pred.cpu().numpy(),
-            confidence=top_lp.exp().double().cpu().numpy(),
-            target_logprob=tgt_lp.double().cpu().numpy(),
+            target=torch.cat(targets).cpu().numpy(),
+            pred=torch.cat(preds).cpu().numpy(),
+            confidence=torch.cat(confs).double().cpu().numpy(),
+            target_logprob=torch.cat(tgt_lps).double().cpu().numpy(),
         )
 
 

@@ -92,7 +92,9 @@ class EvalUnit:
 
     @property
     def name(self) -> str:
-        return f"{self.model}@{self.revision}" if self.revision else self.model
+        """``model@revision`` (a lab revision ``model/stepN`` shows as ``model@stepN``)."""
+        rev = self.revision.removeprefix(f"{self.model}/")
+        return f"{self.model}@{rev}" if rev else self.model
 
 
 @dataclass(frozen=True)

@@ -171,7 +171,7 @@ def _line_figure(data: StudyData, series: dict[str, list[tuple[float, EvalUnit]]
     tasks = sorted({u.task for pts in series.values() for _, u in pts})
     if not tasks:
         return None
-    fig = Figure(figsize=(5.2 * min(len(tasks), 2), 3.6 * math.ceil(len(tasks) / 2)), layout="constrained")
+    fig = Figure(figsize=(7.6 * min(len(tasks), 2), 3.6 * math.ceil(len(tasks) / 2)), layout="constrained")
     for ti, task in enumerate(tasks):
         ax = fig.add_subplot(math.ceil(len(tasks) / 2), min(len(tasks), 2), ti + 1)
         ci = 0
@@ -189,7 +189,10 @@ def _line_figure(data: StudyData, series: dict[str, list[tuple[float, EvalUnit]]
                         rows.append(r.iloc[0])
                         xs.append(x)
                 if rows:
-                    label = f"{sname} · {method}" if len(series) > 1 else method
+                    if len(series) == 1:
+                        label = method
+                    else:
+                        label = sname if len(pts[0][1].methods) == 1 else f"{sname} · {method}"
                     _errbar(ax, xs, pd.DataFrame(rows), label, _PALETTE[ci % len(_PALETTE)])
                     ci += 1
         for hname, values in (hlines or {}).items():
@@ -199,8 +202,9 @@ def _line_figure(data: StudyData, series: dict[str, list[tuple[float, EvalUnit]]
             ax.set_xscale("log")
         else:
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.ticklabel_format(axis="y", useOffset=False)
         _style(ax, xlabel, metric.upper() if metric != "accuracy" else "accuracy", f"{title}: {task}")
-        ax.legend(fontsize=7, frameon=False)
+        ax.legend(fontsize=7, frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # never over data
     return fig
 
 
@@ -232,21 +236,26 @@ def alignment_figure(data: StudyData, method: str, metric: str = "ece") -> Figur
     """ECE per epoch for every aligned model (series), with its base model as a dotted line."""
     from calibench.report.findings import _final
 
-    aligned = [u for u in data.units if u.labels.get("stage") in ("sft", "rl", "dpo") and u.labels.get("epoch")
-               is not None and method in u.methods]
+    def epoch_of(u: EvalUnit) -> int | None:
+        # a single RL/DPO output (revision "final") counts as one epoch after the model it started from
+        epoch = u.labels.get("epoch")
+        return 1 if epoch is None and u.labels.get("stage") in ("rl", "dpo") else epoch
+
+    aligned = [u for u in data.units if u.labels.get("stage") in ("sft", "rl", "dpo") and epoch_of(u) is not None
+               and method in u.methods]
     if not aligned:
         return None
     series: dict[str, list[tuple[float, EvalUnit]]] = {}
     last_epoch = {}
     for u in aligned:
-        last_epoch[u.model] = max(last_epoch.get(u.model, 0), int(u.labels["epoch"]))
+        last_epoch[u.model] = max(last_epoch.get(u.model, 0), int(epoch_of(u) or 0))
     for u in aligned:
         lab = u.labels
         parts = [lab.get("stage", ""), lab.get("tuning") or "", lab.get("data") or ""]
         # RL/DPO epochs continue the epochs of the SFT model they started from, as in the paper's plots.
         offset = last_epoch.get(lab.get("base") or "", 0) if lab.get("stage") in ("rl", "dpo") else 0
         series.setdefault(f"{u.model} ({' '.join(p for p in parts if p)})", []).append(
-            (float(lab["epoch"]) + offset, u))
+            (float(epoch_of(u) or 0) + offset, u))
     final = _final(data.units)
     hlines: dict[str, dict[str, float]] = {}
     for base in sorted({u.labels["base"] for u in aligned if u.labels.get("base")}):
@@ -304,7 +313,11 @@ def _num(x: Any, digits: int = 3) -> str:
         xf = float(x)
     except (TypeError, ValueError):
         return "n/a"
-    return f"{xf:.{digits}f}" if math.isfinite(xf) else "n/a"
+    if not math.isfinite(xf):
+        return "n/a"
+    if xf != 0 and abs(xf) < 0.5 * 10 ** -digits:
+        return f"{xf:.1e}"  # tiny but not zero: keep the sign and size visible instead of "-0.000"
+    return f"{xf:.{digits}f}"
 
 
 def _ci(est: Any, low: Any, high: Any) -> str:

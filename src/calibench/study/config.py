@@ -6,7 +6,7 @@ The schema (documented in docs/study.md)::
 
     name: my-study                    # required; names the default output folder
     description: free text
-    settings: {seed: 0, limit: null, num_fewshot: 0, chat_template: false, n_bins: 10,
+    settings: {seed: 0, limit: null, num_fewshot: 0, chat_template: false, n_bins: 10, threads: null,
                bootstrap: 1000, batch_size: 8, device: cpu}
     resources: {num_cpus: 1, num_gpus: 0}   # per unit, for the Ray executor
     methods: [choice, continuation-sum]     # default method set of every task
@@ -45,15 +45,15 @@ METHOD_NAMES: tuple[str, ...] = (
 METRIC_NAMES: tuple[str, ...] = (
     "accuracy", "ece", "ace", "mce", "rmsce", "sce", "brier", "brier_top", "nll", "auroc", "aurc", "smooth_ece",
 )
-RECIPES: tuple[str, ...] = ("pretrain", "sft", "reward", "rl", "dpo", "synthetic")
+RECIPES: tuple[str, ...] = ("world", "pretrain", "sft", "reward", "rl", "dpo", "synthetic")
 STAGES: tuple[str, ...] = ("pretrained", "base", "sft", "rl", "dpo")
 TUNINGS: tuple[str, ...] = ("full", "lora")
 DEFAULT_SETTINGS: dict[str, Any] = {
     "seed": 0, "limit": None, "num_fewshot": 0, "chat_template": False, "n_bins": 10,
-    "bootstrap": 1000, "batch_size": 8, "device": "cpu",
+    "bootstrap": 1000, "batch_size": 8, "device": "cpu", "threads": None,
 }
 # Settings that change how fast a unit runs but not its numbers; they stay out of unit keys.
-EXECUTION_ONLY: frozenset[str] = frozenset({"batch_size", "device"})
+EXECUTION_ONLY: frozenset[str] = frozenset({"batch_size", "device", "threads"})
 DEFAULT_RESOURCES: dict[str, float] = {"num_cpus": 1.0, "num_gpus": 0.0}
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 
@@ -248,7 +248,7 @@ def _settings(ctx: _Ctx, value: Any) -> dict[str, Any]:
             out[key] = _int(ctx, where, val, minimum=1)
         elif key == "bootstrap":
             out[key] = _int(ctx, where, val, minimum=0)
-        elif key == "limit":
+        elif key in ("limit", "threads"):
             out[key] = _int(ctx, where, val, minimum=1, allow_none=True)
         elif key == "chat_template":
             out[key] = _bool(ctx, where, val)
@@ -435,12 +435,12 @@ def _models(ctx: _Ctx, value: Any, train: Mapping[str, TrainEntry], task_names: 
 
 
 def revision_step(revision: str) -> int | None:
-    """The training step of a Pythia-style revision name (``step1000`` -> 1000), else None."""
-    m = re.fullmatch(r"step(\d+)", revision)
+    """The training step of a Pythia-style revision name (``step1000``, ``lab-70k/step16``), else None."""
+    m = re.fullmatch(r"step(\d+)", revision.rsplit("/", 1)[-1])
     return int(m.group(1)) if m else None
 
 
 def revision_epoch(revision: str) -> int | None:
     """The epoch of a lab checkpoint name (``epoch2`` -> 2), else None."""
-    m = re.fullmatch(r"epoch(\d+)", revision)
+    m = re.fullmatch(r"epoch(\d+)", revision.rsplit("/", 1)[-1])
     return int(m.group(1)) if m else None

@@ -24,6 +24,7 @@ import pandas as pd
 from calibench.errors import CalibenchError
 from calibench.io import write_json
 from calibench.study.config import Study, load_study
+from calibench.study.lab import LAB_ADAPTERS
 from calibench.study.store import Store
 from calibench.study.synthetic import read_checkpoint, synthetic_records, synthetic_train
 from calibench.study.units import Unit, expand, model_args
@@ -76,34 +77,20 @@ def eval_adapter(spec: dict[str, Any], work_dir: Path) -> pd.DataFrame:
     """Score one model revision on one task with calibench.evaluate.run_eval; return its records."""
     from calibench.evaluate import run_eval
     from calibench.records import read_records
+    from calibench.train.config import torch_threads
 
     s = spec["settings"]
     args = model_args(spec, path=spec.get("checkpoint_path"))
-    run_eval(args, [spec["task"]], list(spec["methods"]), work_dir,
-             batch_size=s["batch_size"], device=s["device"], seed=s["seed"], limit=spec["limit"],
-             num_fewshot=s["num_fewshot"], chat_template=spec["chat_template"], n_bins=s["n_bins"],
-             bootstrap=0, progress=False, figures=False, loaded=_load_cached(args, s["device"]))
+    with torch_threads(s.get("threads")):
+        run_eval(args, [spec["task"]], list(spec["methods"]), work_dir,
+                 batch_size=s["batch_size"], device=s["device"], seed=s["seed"], limit=spec["limit"],
+                 num_fewshot=s["num_fewshot"], chat_template=spec["chat_template"], n_bins=s["n_bins"],
+                 bootstrap=0, progress=False, figures=False, loaded=_load_cached(args, s["device"]))
     return read_records(work_dir / "records.parquet")
 
 
-def _lab_adapter(recipe: str) -> Callable[[dict[str, Any], Path], dict[str, Any]]:
-    """A train adapter that calls ``calibench.train.study_recipe(recipe, options, out_dir, inputs)``."""
-
-    def run(spec: dict[str, Any], out_dir: Path) -> dict[str, Any]:
-        try:
-            from calibench.train import study_recipe  # type: ignore[attr-defined]
-        except ImportError as exc:
-            raise CalibenchError(f"train {spec['name']}: recipe {recipe!r} needs the lifecycle lab "
-                                 "(calibench.train.study_recipe), which this install lacks") from exc
-        return study_recipe(recipe, dict(spec["options"]), out_dir, inputs=spec.get("inputs", {}),
-                            seed=spec["seed"], device=spec["device"])
-
-    return run
-
-
 TRAIN_ADAPTERS: dict[str, Callable[[dict[str, Any], Path], dict[str, Any]]] = {
-    "synthetic": synthetic_train,
-    **{r: _lab_adapter(r) for r in ("pretrain", "sft", "reward", "rl", "dpo")},
+    "synthetic": synthetic_train, **LAB_ADAPTERS,
 }
 
 
@@ -112,32 +99,13 @@ NO_BOOTSTRAP: frozenset[str] = frozenset({"smooth_ece"})
 
 
 def unit_metrics(records: pd.DataFrame, settings: dict[str, Any]) -> list[dict[str, Any]]:
-    """Every metric per (task, method) with bootstrap CIs; stored with the unit so reports are instant.
+    """Every metric per (task, method) with bootstrap CIs (``calibench.metrics.summarize``), stored with
+    the unit so reports are instant; metrics in ``NO_BOOTSTRAP`` get their estimate only."""
+    from calibench.metrics import summarize
 
-    Same numbers as ``calibench.metrics.summarize`` except that metrics in ``NO_BOOTSTRAP`` get no CI.
-    """
-    import math
-
-    from calibench.metrics import METRICS, bootstrap_ci, metric_function
-    from calibench.records import probs_matrix
-
-    rows: list[dict[str, Any]] = []
-    for (task, method), group in records.groupby(["task", "method"], sort=False):
-        probs = probs_matrix(group)
-        top = (group["confidence"].to_numpy(dtype=float), group["correct"].to_numpy())
-        for name, (_, kind) in METRICS.items():
-            arrays = {"correct": top[1:], "top": top, "probs": probs}[kind]
-            if arrays is None:
-                continue
-            fn = metric_function(name, n_bins=settings["n_bins"])
-            if settings["bootstrap"] and name not in NO_BOOTSTRAP:
-                ci = bootstrap_ci(fn, *arrays, n_resamples=settings["bootstrap"], seed=settings["seed"])
-                est, low, high = ci.estimate, ci.low, ci.high
-            else:
-                est, low, high = fn(*arrays), math.nan, math.nan
-            rows.append({"task": task, "method": method, "metric": name, "estimate": float(est),
-                         "low": float(low), "high": float(high), "n": len(group)})
-    return rows
+    table = summarize(records, n_bins=settings["n_bins"], n_resamples=settings["bootstrap"],
+                      seed=settings["seed"], no_bootstrap=NO_BOOTSTRAP)
+    return table.to_dict("records")
 
 
 def execute_unit(key: str, spec: dict[str, Any], staging: str | None = None) -> UnitResult:
@@ -186,7 +154,8 @@ class Driver:
         """Resolve inputs from finished dependencies, mark the unit started; return (spec, staging dir)."""
         spec = dict(unit.spec)
         if unit.kind == "train":
-            spec["inputs"] = {name: str(self.store.model_dir(k)) for name, k in zip(spec["after"], unit.deps, strict=True)}
+            deps = zip(spec["after"], unit.deps, strict=True)
+            spec["inputs"] = {name: str(self.store.model_dir(k)) for name, k in deps}
             staging = str(self.store.staging_dir(unit.key))
         else:
             staging = None
@@ -196,6 +165,9 @@ class Driver:
                 spec["checkpoint_path"] = str(self._checkpoint(unit))
                 if spec.get("train_recipe") == "synthetic":
                     spec["synthetic_params"] = read_checkpoint(spec["checkpoint_path"])
+            if spec["task"].startswith("lab-") and ":" not in spec["task"] and spec.get("world_key"):
+                # lab tasks read their items from the world the model was trained in
+                spec["task"] = f"{spec['task']}:{self.store.model_dir(spec['world_key'])}"
         self.store.mark_started(unit.key, unit.kind, unit.spec)
         return spec, staging
 
@@ -204,6 +176,10 @@ class Driver:
         stored = self.store.get(train_key)
         checkpoints = (stored.metrics or {}).get("checkpoints", {}) if stored else {}
         rev = unit.spec["revision"]
+        if rev not in checkpoints and unit.spec.get("train_recipe") != "synthetic":
+            from calibench.study.lab import find_checkpoints
+
+            checkpoints = find_checkpoints(self.store.model_dir(train_key))  # folders on disk are the truth
         if rev not in checkpoints:
             raise CalibenchError(f"{unit.label}: train {unit.spec['train']!r} made no checkpoint {rev!r} "
                                  f"(it made: {', '.join(checkpoints) or 'none'})")

@@ -115,15 +115,19 @@ def expand(study: Study, *, task_resolver: TaskResolver | None = default_task_re
     units: list[Unit] = []
     train_keys: dict[str, str] = {}
     train_recipes: dict[str, str] = {}
+    world_of: dict[str, str | None] = {}
     for t in study.train:
         deps = tuple(train_keys[a] for a in t.after)
         spec = {"kind": "train", "name": t.name, "recipe": t.recipe, "options": dict(t.options),
                 "after": list(t.after), "after_keys": list(deps), "seed": settings["seed"],
-                "device": settings["device"]}
+                "device": settings["device"], "after_recipes": {a: train_recipes[a] for a in t.after}}
         key = content_key({"kind": "train", "recipe": t.recipe, "options": dict(t.options), "deps": list(deps),
                            "seed": settings["seed"], "version": __version__})
         train_keys[t.name] = key
         train_recipes[t.name] = t.recipe
+        # the world a unit's models live in: itself, or the first world among its ancestors
+        world_of[t.name] = t.name if t.recipe == "world" else next(
+            (world_of[a] for a in t.after if world_of.get(a)), None)
         units.append(Unit(key=key, kind="train", label=f"train {t.name} ({t.recipe})", spec=spec, deps=deps,
                           resources={**study.resources, **t.resources}))
 
@@ -149,6 +153,8 @@ def expand(study: Study, *, task_resolver: TaskResolver | None = default_task_re
                 chat = settings["chat_template"] if m.chat_template is None else m.chat_template
                 spec = _eval_spec(m, rev, task, task_hash, settings, chat, train_keys)
                 spec["train_recipe"] = train_recipes[m.train] if m.train else None
+                world = world_of.get(m.train or "")
+                spec["world_key"] = train_keys[world] if world else None
                 deps = (train_keys[m.train],) if m.source == "train" and m.train else ()
                 if task_hash is None:
                     key = "?"

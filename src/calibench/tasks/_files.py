@@ -6,36 +6,12 @@ dataset (offline, wrong name) is one sentence with the fix, never a traceback.
 
 from __future__ import annotations
 
-import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from calibench.errors import CalibenchError, located
-
-
-def read_jsonl(path: str | os.PathLike[str]) -> list[tuple[int, dict[str, Any]]]:
-    """Return (line number, object) for each non-blank line; a bad line raises naming file:line."""
-    path = Path(path)
-    rows: list[tuple[int, dict[str, Any]]] = []
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise CalibenchError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
-    except OSError as exc:
-        raise CalibenchError(f"{path}: cannot read ({exc.strerror})") from exc
-    for lineno, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise located(f"invalid JSON ({exc.msg} at column {exc.colno})", path=path, line=lineno) from exc
-        if not isinstance(obj, dict):
-            raise located("each line must be a JSON object", path=path, line=lineno)
-        rows.append((lineno, obj))
-    return rows
+from calibench.errors import CalibenchError
+from calibench.io import read_jsonl_lines as read_jsonl
 
 
 def first_row(path: Path) -> dict[str, Any] | None:

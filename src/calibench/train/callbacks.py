@@ -8,7 +8,7 @@ calibench's conventions on a fixed, seeded subset of items:
   token is the first token of the gold object (as the ``first-token`` method).
 * MC, continuation-sum: each option scored as a continuation of ``Question: ...\\nAnswer:``;
   softmax over the options' summed log-probabilities (as the ``continuation-sum`` method).
-* ECE: 10 equal-width, right-closed bins, bin confidence = mean confidence (DESIGN.md).
+* ECE: ``calibench.metrics.ece`` (10 equal-width, right-closed bins; DESIGN.md).
 
 It computes directly with the model (two batched passes) because a checkpoint hook must be cheap;
 ``calibench eval`` remains the full evaluation.
@@ -31,21 +31,6 @@ except ImportError:  # pragma: no cover
     TrainerCallback = object  # type: ignore[misc,assignment]
 
 
-def ece(confidence: np.ndarray, correct: np.ndarray, n_bins: int = 10) -> float:
-    """Equal-width ECE with DESIGN.md's bin rule (searchsorted on inner edges, side='left')."""
-    confidence = np.asarray(confidence, dtype=float)
-    correct = np.asarray(correct, dtype=float)
-    if confidence.size == 0:
-        return float("nan")
-    edges = np.linspace(0.0, 1.0, n_bins + 1)
-    bins = np.searchsorted(edges[1:-1], confidence, side="left")
-    total = 0.0
-    for b in np.unique(bins):
-        m = bins == b
-        total += m.sum() / confidence.size * abs(correct[m].mean() - confidence[m].mean())
-    return float(total)
-
-
 def fact_prompt(item: dict[str, Any]) -> str:
     """Template with the subject filled, cut before the object (the facts-task prompt)."""
     template = item["template"]
@@ -57,11 +42,13 @@ def mc_context(item: dict[str, Any]) -> str:
 
 
 def _summary(conf: np.ndarray, correct: np.ndarray, buckets: list[str]) -> dict[str, Any]:
+    from calibench.metrics import ece
+
     out: dict[str, Any] = {
         "n": int(conf.size),
         "accuracy": float(correct.mean()),
         "confidence": float(conf.mean()),
-        "ece": ece(conf, correct),
+        "ece": float(ece(conf, correct)),
     }
     b = np.asarray(buckets)
     out["accuracy_by_bucket"] = {k: float(correct[b == k].mean()) for k in sorted(set(buckets))}
@@ -125,7 +112,8 @@ class CalibrationProbe:
             for i, s in enumerate(chunk):
                 ids[i, : len(s)] = torch.tensor(s)
                 mask[i, : len(s)] = 1
-            logits = model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device)).logits
+            with torch.no_grad():
+                logits = model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device)).logits
             yield chunk, torch.log_softmax(logits.float(), dim=-1).cpu()
 
     def score_facts(self, model, tokenizer) -> dict[str, Any]:
@@ -182,17 +170,17 @@ class CalibrationCallback(TrainerCallback):
         self.at_start = at_start
 
     def on_train_begin(self, args, state, control, model=None, processing_class=None, **kwargs):
-        if self.at_start and model is not None:
+        if self.at_start and model is not None and state.is_world_process_zero:
             self.probe(model, _tokenizer(processing_class), state.global_step, epoch=0)
 
     def on_epoch_end(self, args, state, control, model=None, processing_class=None, **kwargs):
-        if model is not None:
+        if model is not None and state.is_world_process_zero:
             self.probe(model, _tokenizer(processing_class), state.global_step, epoch=round(state.epoch or 0))
 
     def on_train_end(self, args, state, control, model=None, processing_class=None, **kwargs):
         # Step-limited runs (RL) may stop mid-epoch: make sure the final model is on the curve.
         done = {p["step"] for p in self.probe.points}
-        if model is not None and state.global_step not in done:
+        if model is not None and state.is_world_process_zero and state.global_step not in done:
             self.probe(model, _tokenizer(processing_class), state.global_step, epoch=state.epoch)
 
 
@@ -206,7 +194,7 @@ class EpochCheckpoint(TrainerCallback):
         self.saved: list[Path] = []
 
     def on_epoch_end(self, args, state, control, model=None, processing_class=None, **kwargs):
-        if model is None:
+        if model is None or not state.is_world_process_zero:  # one writer under `accelerate launch`
             return
         folder = self.out / f"epoch{round(state.epoch or 0)}"
         save_model_folder(model, _tokenizer(processing_class), folder)

@@ -72,7 +72,7 @@ PYTHIA_SIZES: dict[str, ModelSize] = {
 }
 
 SIZES: dict[str, ModelSize] = {**LAB_SIZES, **PYTHIA_SIZES}
-DEFAULT_FAMILY = ["lab-70k", "lab-300k", "lab-1m"]
+DEFAULT_FAMILY = ["lab-70k", "lab-300k", "lab-1m"]  # >= 3 sizes, ~13x parameters apart
 
 
 def get_size(name: str) -> ModelSize:
@@ -115,9 +115,13 @@ def torch_threads(n: int | None) -> Iterator[None]:
 
 def quiet_transformers() -> None:
     """Silence per-save progress bars and info logs that would drown the stage's own progress bar."""
+    import warnings
+
     import datasets
     from transformers.utils import logging
 
+    # TRL 1.16 still calls the gradient_checkpointing names that transformers 5 deprecates.
+    warnings.filterwarnings("ignore", message=".*gradient_checkpointing.*", category=FutureWarning)
     datasets.disable_progress_bars()
     logging.disable_progress_bar()
     logging.set_verbosity_error()
@@ -143,7 +147,7 @@ PRESETS: dict[str, Preset] = {
     "default": Preset(people=120, sizes=("lab-70k", "lab-300k", "lab-1m"), pretrain_steps=300, sft_epochs=3,
                       sft_examples=400, pref_examples=300, reward_epochs=1, rl_steps=8, dpo_epochs=1,
                       eval_items=100),
-    "quick": Preset(people=40, sizes=("lab-20k", "lab-70k", "lab-300k"), pretrain_steps=60, sft_epochs=2,
+    "quick": Preset(people=40, sizes=("lab-20k", "lab-70k", "lab-300k"), pretrain_steps=48, sft_epochs=2,
                     sft_examples=96, pref_examples=64, reward_epochs=1, rl_steps=2, dpo_epochs=1,
                     eval_items=40),
 }

@@ -23,7 +23,7 @@ from typing import Any
 from calibench.errors import CalibenchError
 from calibench.io import write_json
 from calibench.train.config import quiet_transformers, torch_threads
-from calibench.train.sft import load_base, trainer_common
+from calibench.train.sft import load_base, quiet_trainer, trainer_common
 
 
 @dataclass(frozen=True)
@@ -41,6 +41,7 @@ class PrefSettings:
     seed: int = 0
     device: str = "cpu"
     threads: int | None = 1
+    progress: bool = True
     default_lr: float = 1e-3
 
     @property
@@ -72,7 +73,6 @@ def _callbacks(out: Path, world_dir: Any, settings: PrefSettings, eval_items: in
 def _finish(stage: str, trainer, tokenizer, out: Path, started: float, settings: PrefSettings, **info: Any):
     from calibench.train.callbacks import save_model_folder
 
-    save_model_folder(trainer.model, tokenizer, out, merge_into=True)
     summary = {
         "stage": stage,
         "settings": asdict(settings),
@@ -80,7 +80,9 @@ def _finish(stage: str, trainer, tokenizer, out: Path, started: float, settings:
         "log_history": trainer.state.log_history,
         **info,
     }
-    write_json(out / "train_log.json", summary)
+    if trainer.is_world_process_zero():  # one writer under `accelerate launch`
+        save_model_folder(trainer.model, tokenizer, out, merge_into=True)
+        write_json(out / "train_log.json", summary)
     return summary
 
 
@@ -103,6 +105,7 @@ def run_reward(
         args = RewardConfig(**trainer_common(out, settings, epochs=settings.epochs), max_length=settings.max_length)
         trainer = RewardTrainer(model=model, args=args, train_dataset=_dataset(rows, ("prompt", "chosen", "rejected")),
                                 processing_class=tokenizer)
+        quiet_trainer(trainer, settings.progress)
         trainer.train()
         model.eval()
         with torch.no_grad():
@@ -161,6 +164,7 @@ def run_rl(
             reward_processing_classes=rm_tokenizer,
             callbacks=_callbacks(out, world_dir, settings, eval_items, epochs=False),
         )
+        quiet_trainer(trainer, settings.progress)
         trainer.train()
     rewards = [h["reward"] for h in trainer.state.log_history if "reward" in h]
     return _finish("rl", trainer, tokenizer, out, started, settings, policy=str(policy),
@@ -198,5 +202,6 @@ def run_dpo(
             processing_class=tokenizer,
             callbacks=_callbacks(out, world_dir, settings, eval_items, epochs=True),
         )
+        quiet_trainer(trainer, settings.progress)
         trainer.train()
     return _finish("dpo", trainer, tokenizer, out, started, settings, base=str(base), examples=len(rows))

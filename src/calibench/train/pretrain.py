@@ -26,7 +26,14 @@ from typing import Any
 
 from calibench.errors import CalibenchError
 from calibench.io import write_json
-from calibench.train.config import ModelSize, checkpoint_steps, count_parameters, get_size
+from calibench.train.config import (
+    ModelSize,
+    checkpoint_steps,
+    count_parameters,
+    get_size,
+    quiet_transformers,
+    torch_threads,
+)
 
 # A hook called at every checkpoint with (model, tokenizer, step); returns metrics to log.
 CheckpointHook = Callable[[Any, Any, int], dict[str, Any]]
@@ -45,6 +52,7 @@ class PretrainConfig:
     first_checkpoint: int = 16
     seed: int = 0
     device: str = "cpu"
+    threads: int | None = 1  # torch intra-op threads (see config.torch_threads); None = leave as is
 
 
 def load_corpus(path: str | os.PathLike[str]) -> list[str]:
@@ -59,14 +67,24 @@ def load_corpus(path: str | os.PathLike[str]) -> list[str]:
 
 
 def build_tokenizer(docs: Sequence[str], out_dir: str | os.PathLike[str], *, vocab_size: int = 512):
-    """Train the world's byte-level BPE tokenizer once and save it (all sizes share it, as Pythia's do)."""
+    """Train the world's byte-level BPE tokenizer once and save it (all sizes share it, as Pythia's do).
+
+    Training is deterministic, so under ``accelerate launch`` every process builds the same one;
+    only the main process writes it.
+    """
     from calibench.models.tiny import train_tokenizer
 
     tokenizer = train_tokenizer(docs, vocab_size=vocab_size)
     tokenizer.pad_token = "<|padding|>"
     tokenizer.model_max_length = 2048
-    tokenizer.save_pretrained(out_dir)
+    if is_main_process():
+        tokenizer.save_pretrained(out_dir)
     return tokenizer
+
+
+def is_main_process() -> bool:
+    """True outside distributed runs and on rank 0 inside them (accelerate / torchrun set RANK)."""
+    return int(os.environ.get("RANK", "0")) == 0
 
 
 def token_stream(docs: Sequence[str], tokenizer) -> Any:
@@ -112,20 +130,30 @@ def pretrain_one(
     progress: bool = True,
 ) -> dict[str, Any]:
     """Train one size from scratch and write its checkpoints; returns the training summary."""
+    with torch_threads(cfg.threads):
+        return _pretrain_one(size, docs, tokenizer, out_dir, cfg, hook=hook, progress=progress)
+
+
+def _pretrain_one(size, docs, tokenizer, out_dir, cfg, *, hook, progress) -> dict[str, Any]:
     import torch
+    from accelerate import Accelerator
     from transformers import GPTNeoXForCausalLM
 
+    quiet_transformers()
+    # Accelerate makes the same loop run data-parallel under `accelerate launch` (one process per
+    # GPU, each drawing its own windows); in a plain run it is a single process on cfg.device.
+    acc = Accelerator(cpu=cfg.device == "cpu")
     size = get_size(size) if isinstance(size, str) else size
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
-    model = GPTNeoXForCausalLM(size.config(len(tokenizer))).to(cfg.device)
+    model = GPTNeoXForCausalLM(size.config(len(tokenizer)))
     n_params = sum(p.numel() for p in model.parameters())
     data = token_stream(docs, tokenizer)
     window = size.context + 1
     if len(data) <= window:
         raise CalibenchError(f"corpus has {len(data)} tokens, fewer than one {window}-token window")
-    gen = torch.Generator().manual_seed(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed + acc.process_index)
     decay = [p for p in model.parameters() if p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.dim() < 2]
     opt = torch.optim.AdamW(
@@ -133,41 +161,40 @@ def pretrain_one(
         lr=cfg.lr,
         betas=(0.9, 0.95),
     )
+    model, opt = acc.prepare(model, opt)
     saves = set(checkpoint_steps(cfg.steps, cfg.first_checkpoint))
     log: list[dict[str, float]] = []
-    curve: list[dict[str, Any]] = []
     started = time.perf_counter()
 
     def checkpoint(step: int) -> None:
-        model.eval()
-        save_checkpoint(model, tokenizer, out / f"step{step}")
-        if hook is not None:
-            curve.append({"step": step, **hook(model, tokenizer, step)})
+        acc.wait_for_everyone()
+        if acc.is_main_process:
+            plain = acc.unwrap_model(model)
+            plain.eval()
+            save_checkpoint(plain, tokenizer, out / f"step{step}")
+            if hook is not None:
+                hook(plain, tokenizer, step)
         model.train()
 
-    bar = _progress(progress, f"pretrain {size.name}", cfg.steps)
+    bar = _progress(progress and acc.is_main_process, f"pretrain {size.name}", cfg.steps)
     model.train()
     if 0 in saves:
         checkpoint(0)
     for step in range(1, cfg.steps + 1):
         starts = torch.randint(0, len(data) - window, (cfg.batch_size,), generator=gen)
-        batch = torch.stack([data[s : s + window] for s in starts.tolist()]).to(cfg.device)
+        batch = torch.stack([data[s : s + window] for s in starts.tolist()]).to(acc.device)
         for group in opt.param_groups:
             group["lr"] = lr_at(step - 1, cfg)
         loss = _lm_loss(model, batch)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        acc.backward(loss)
+        acc.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         log.append({"step": step, "loss": float(loss.detach())})
         bar.advance(loss=float(loss.detach()))
         if step in saves:
             checkpoint(step)
     bar.close()
-    # The final model also at the top level, so `pretrained=OUT/<size>` alone means "final".
-    model.eval()
-    model.save_pretrained(out, safe_serialization=True)
-    tokenizer.save_pretrained(out)
     summary = {
         "size": asdict(size),
         "parameters": n_params,
@@ -175,11 +202,19 @@ def pretrain_one(
         "tokens": int(len(data)),
         "checkpoints": sorted(saves),
         "config": asdict(cfg),
+        "processes": acc.num_processes,
         "seconds": round(time.perf_counter() - started, 2),
         "final_loss": log[-1]["loss"],
         "loss": log,
     }
-    write_json(out / "train_log.json", summary)
+    if acc.is_main_process:
+        # The final model also at the top level, so `pretrained=OUT/<size>` alone means "final".
+        plain = acc.unwrap_model(model)
+        plain.eval()
+        plain.save_pretrained(out, safe_serialization=True)
+        tokenizer.save_pretrained(out)
+        write_json(out / "train_log.json", summary)
+    acc.wait_for_everyone()  # no process moves on before the final model is on disk
     return summary
 
 
@@ -241,5 +276,6 @@ def pretrain_family(
             hook = CalibrationProbe.from_world(world, out / name / "calibration_curve.json",
                                                n_items=eval_items, device=cfg.device, seed=cfg.seed)
         results[name] = pretrain_one(name, docs, tokenizer, out / name, cfg, hook=hook, progress=progress)
-    write_json(out / "family.json", {n: {k: v for k, v in r.items() if k != "loss"} for n, r in results.items()})
+    if is_main_process():
+        write_json(out / "family.json", {n: {k: v for k, v in r.items() if k != "loss"} for n, r in results.items()})
     return results

@@ -42,6 +42,7 @@ class SFTSettings:
     seed: int = 0
     device: str = "cpu"
     threads: int | None = 1
+    progress: bool = True  # a tqdm bar with the losses; False prints nothing
 
     @property
     def learning_rate(self) -> float:
@@ -83,9 +84,17 @@ def trainer_common(out: Path, settings: Any, *, epochs: int) -> dict[str, Any]:
         "seed": settings.seed,
         "data_seed": settings.seed,
         "use_cpu": settings.device == "cpu",
-        "disable_tqdm": False,
+        "disable_tqdm": not settings.progress,
         "dataloader_num_workers": 0,
     }
+
+
+def quiet_trainer(trainer, progress: bool) -> None:
+    """Without a progress bar transformers prints every log dict; drop that printer too."""
+    from transformers.trainer_callback import PrinterCallback
+
+    if not progress:
+        trainer.remove_callback(PrinterCallback)
 
 
 def run_sft(
@@ -149,8 +158,10 @@ def run_sft(
             peft_config=peft_config,
             callbacks=callbacks,
         )
+        quiet_trainer(trainer, settings.progress)
         trainer.train()
-        save_model_folder(trainer.model, tokenizer, out, merge_into=True)  # final = last epoch, top level
+        if trainer.is_world_process_zero():
+            save_model_folder(trainer.model, tokenizer, out, merge_into=True)  # final = last epoch, top level
     trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
     summary = {
         "stage": "sft",
@@ -162,5 +173,6 @@ def run_sft(
         "seconds": round(time.perf_counter() - started, 2),
         "log_history": trainer.state.log_history,
     }
-    write_json(out / "train_log.json", summary)
+    if trainer.is_world_process_zero():
+        write_json(out / "train_log.json", summary)
     return summary

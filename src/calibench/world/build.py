@@ -111,18 +111,6 @@ def load_world(world_dir: str | os.PathLike[str]) -> World:
 
 def read_jsonl(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
     """Read a JSONL file, naming the line of any malformed row."""
-    from calibench.errors import located
+    from calibench.io import read_jsonl_lines
 
-    rows = []
-    with open(path, encoding="utf-8") as fh:
-        for n, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise located(f"invalid JSON ({exc.msg})", path=path, line=n) from None
-            if not isinstance(row, dict):
-                raise located("each line must be a JSON object", path=path, line=n)
-            rows.append(row)
-    return rows
+    return [row for _, row in read_jsonl_lines(path)]

@@ -43,7 +43,7 @@ class WorldConfig:
     countries: int = 6
     cities_per_country: int = 4
     companies: int = 10
-    zipf_exponent: float = 1.2
+    zipf_exponent: float = 1.3
     zipf_offset: float = 5.0     # Zipf-Mandelbrot offset: flattens the head so several people are frequent
     max_mentions: int = 60       # biographies of the most frequent person in the corpus
     never_fraction: float = 0.2  # people the corpus never mentions

@@ -1,0 +1,96 @@
+"""Smoke runs of the engine benchmarks' core functions on a very small model (no timing assertions).
+
+Each benchmark must compare like with like, so what is asserted is that the two sides agree: the
+same log-likelihoods and accuracies as lm-eval, the same forward shapes as the bare replay, the
+same per-token numbers streamed to Parquet as the engine yields directly.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+sys.path.insert(0, str(BENCH))
+
+import _common as C  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def small_model(tmp_path_factory: pytest.TempPathFactory):
+    """The benchmark model recipe at toy size (the corpus makes " A".." D" single tokens)."""
+    import torch
+
+    torch.set_num_threads(1)
+    out = tmp_path_factory.mktemp("bench-model") / "m"
+    model, tok, _ = C.load_bench_model("tiny10m", model_dir=str(C.build_tiny10m(out, hidden=32, layers=2,
+                                                                                    vocab_size=512)))
+    return model, tok
+
+
+def test_vs_lm_eval_numbers_agree(small_model, tmp_path: Path) -> None:
+    import bench_vs_lm_eval as B
+
+    model, tok = small_model
+    for task, shots in ((C.mc_task(5), 0), (C.mmlu_task(3, tmp_path), 5)):
+        res = B.compare(model, tok, task, num_fewshot=shots, batch_size=3, repeats=1)
+        assert res["items"] == len(task.items)
+        assert res["letter_tokens"] == "space"  # the letters both sides score are the same tokens
+        assert res["lm_eval_requests"] == {"letters": 4 * len(task.items), "continuations": 4 * len(task.items)}
+        assert res["loglik_agree_1e-4"], res["max_abs_diff"]
+        assert res["accuracy_equal"] and res["is_greedy_equal"]
+        assert res["option_tokens_max"] > 1  # multi-token options, so the shared-prefix path is exercised
+
+
+def test_mmlu_files_have_the_original_layout(tmp_path: Path) -> None:
+    import csv
+
+    root = C.write_mmlu_csv(tmp_path, per_subject=2)
+    for subject in C.MMLU_SUBJECT_OF.values():
+        dev = list(csv.reader((root / "dev" / f"{subject}_dev.csv").read_text(encoding="utf-8").splitlines()))
+        test = list(csv.reader((root / "test" / f"{subject}_test.csv").read_text(encoding="utf-8").splitlines()))
+        assert len(dev) == 5 and len(test) == 2
+        assert all(len(r) == 6 and r[5] in "ABCD" for r in dev + test)
+    task = C.mmlu_task(4, tmp_path / "again")
+    choice, _ = C.prompts_for(task, 5)
+    assert len({it.subject for it in task.items}) == 3  # subjects interleaved
+    assert choice[0].startswith("The following are multiple choice questions") and choice[0].count("Answer:") == 6
+
+
+def test_throughput_replays_the_engine_shapes(small_model) -> None:
+    import bench_throughput as T
+
+    model, tok = small_model
+    _, cont = C.prompts_for(C.mc_task(7), 0)
+    res = T.measure(model, tok, "mc", "score_options", cont, batch_size=3, repeats=1)
+    assert res["shapes_match"] and res["forward_calls"] == 2 * 3  # 3 batches: context pass + option pass
+    assert res["model_tokens"] > 0 and res["engine_s"] > 0
+    choice, _ = C.prompts_for(C.mc_task(5), 0)
+    res = T.measure(model, tok, "letters", "next_token", choice, batch_size=2, repeats=1)
+    assert res["shapes_match"] and res["forward_calls"] == 3
+
+
+def test_clm_parquet_stream_matches_engine(small_model, tmp_path: Path) -> None:
+    import pyarrow.parquet as pq
+
+    import bench_clm_memory as M
+    from calibench.models.engine import ScoringEngine
+
+    model, tok = small_model
+    res = M.score_corpus(model, tok, 1500, tmp_path / "r.parquet", window=32, stride=32, batch_size=4)
+    assert res["tokens"] >= 1500 and res["rows_in_parquet"] == res["tokens"]
+    table = pq.read_table(tmp_path / "r.parquet").to_pandas()
+    assert table["item_id"].is_unique
+    engine = ScoringEngine(model, tok, batch_size=4, progress=False)
+    corpus = M.LazyCorpus(10**6)
+    conf, n = [], 0
+    for batch in engine.score_tokens((corpus[i].text for i in range(len(corpus))), window=32, stride=32):
+        conf.append(batch.confidence)
+        n += len(batch)
+        if n >= res["tokens"]:
+            break
+    np.testing.assert_allclose(table["confidence"].to_numpy(), np.concatenate(conf)[: len(table)], atol=1e-12)
+    assert abs(res["mean_confidence"] - table["confidence"].mean()) < 1e-9
