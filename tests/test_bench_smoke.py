@@ -66,7 +66,7 @@ def test_throughput_replays_the_engine_shapes(small_model) -> None:
     model, tok = small_model
     _, cont = C.prompts_for(C.mc_task(7), 0)
     res = T.measure(model, tok, "mc", "score_options", cont, batch_size=3, repeats=1)
-    assert res["shapes_match"] and res["forward_calls"] == 2 * 3  # 3 batches: context pass + option pass
+    assert res["shapes_match"] and res["forward_calls"] >= 2 * 3  # 3 batches: context pass + option pass(es)
     assert res["model_tokens"] > 0 and res["engine_s"] > 0
     choice, _ = C.prompts_for(C.mc_task(5), 0)
     res = T.measure(model, tok, "letters", "next_token", choice, batch_size=2, repeats=1)
