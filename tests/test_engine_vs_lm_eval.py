@@ -116,3 +116,33 @@ def test_builtin_models_match_lm_eval_in_process(name: str, module: str) -> None
     np.testing.assert_allclose([s.sum for s in ours], [t[0] for t in theirs], atol=1e-4, rtol=0)
     assert [s.is_greedy for s in ours] == [bool(t[1]) for t in theirs]
     assert ours[0].sum > ours[1].sum  # " Paris" beats " Madrid": a real model
+
+
+def test_from_lm_eval_converts_the_real_log(lm_eval_run: LmEvalRun, tmp_path: Path) -> None:  # noqa: F811
+    """`calibench from-lm-eval` on lm-eval's real --log_samples file gives the records that
+    `calibench eval --methods continuation-sum` computes itself on the same model and items."""
+    from calibench.cli import main
+    from calibench.evaluate import run_eval
+    from calibench.records import read_records
+
+    converted_dir = tmp_path / "converted"
+    assert main(["from-lm-eval", str(lm_eval_run.samples), "--out", str(converted_dir), "--bootstrap", "0"]) == 0
+    converted = read_records(converted_dir / "records.parquet").sort_values("item_id", key=lambda s: s.astype(int))
+
+    results = json.loads(lm_eval_run.results.read_text(encoding="utf-8"))["results"][lm_eval_run.task]
+    assert converted["method"].unique().tolist() == ["continuation-sum"]
+    assert converted["correct"].mean() == pytest.approx(results["acc,none"], abs=1e-12)
+
+    # The same items in calibench's native format (ids = lm-eval's doc_id), scored by calibench itself.
+    native = tmp_path / "native.jsonl"
+    docs = [json.loads(line) for line in lm_eval_run.data.read_text(encoding="utf-8").splitlines()]
+    native.write_text("".join(json.dumps({"id": str(i), "question": d["question"], "options": d["choices"],
+                                          "label": d["label"]}) + "\n" for i, d in enumerate(docs)),
+                      encoding="utf-8")
+    ours = run_eval(f"pretrained={lm_eval_run.model_dir}", [str(native)], ["continuation-sum"], tmp_path / "ours",
+                    bootstrap=0, progress=False, figures=False).records
+    ours = ours.sort_values("item_id", key=lambda s: s.astype(int))
+    assert ours["item_id"].tolist() == converted["item_id"].tolist()
+    np.testing.assert_allclose(np.vstack(ours["probs"]), np.vstack(converted["probs"]), atol=1e-4, rtol=0)
+    assert ours["correct"].tolist() == converted["correct"].tolist()
+    assert ours["label"].tolist() == converted["label"].tolist()
