@@ -28,7 +28,7 @@ def lifecycle_cmd(
         for label, error in result.failed[:5]:
             typer.secho(f"failed {label}: {error.splitlines()[0]}", err=True, fg="red")
         raise CalibenchError(f"{len(result.failed)} unit(s) failed; re-run to resume (finished units are kept)")
-    typer.echo(str(build_report(out)))
+    typer.echo(str(build_report(out).resolve()))
 
 
 def register(app: typer.Typer) -> None:
