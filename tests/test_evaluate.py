@@ -340,3 +340,36 @@ def test_compare_two_models(world, run_all, capsys):
     saved = json.loads((out / "compare.json").read_text())
     assert saved["delta"] == "b - a" and saved["n_resamples"] == 20 and len(saved["rows"]) == len(comp.table)
     assert (out / "reliability_compare.png").stat().st_size > 1000
+
+
+def test_cli_threads_pins_torch_for_the_run_only(world, capsys, monkeypatch):
+    """--threads changes how many threads score, not what is scored, and restores torch's setting."""
+    import torch
+
+    import calibench.evaluate as evaluate
+
+    seen: list[int] = []
+    real_run_eval = evaluate.run_eval
+
+    def spy(*args, **kwargs):
+        seen.append(torch.get_num_threads())
+        return real_run_eval(*args, **kwargs)
+
+    monkeypatch.setattr(evaluate, "run_eval", spy)
+    tasks, root = world["tasks"], world["root"]
+    base = ["eval", "--model-args", f"pretrained={world['a']}", "--tasks", tasks["mc"], "--methods",
+            "choice,continuation-sum", "--bootstrap", "0", "--quiet", "--limit", "4", "--no-figures"]
+    before = torch.get_num_threads()
+    assert main([*base, "--out", str(root / "threads_default")]) == 0
+    assert main([*base, "--out", str(root / "threads_one"), "--threads", "1"]) == 0
+    assert seen == [before, 1]
+    assert torch.get_num_threads() == before
+    a = pd.read_parquet(root / "threads_default" / "records.parquet")
+    b = pd.read_parquet(root / "threads_one" / "records.parquet")
+    # Thread count changes float summation order (1e-16 noise), not what is scored.
+    assert a[["item_id", "method", "pred", "label", "correct"]].equals(b[["item_id", "method", "pred", "label",
+                                                                           "correct"]])
+    np.testing.assert_allclose(a["confidence"], b["confidence"], atol=1e-6, rtol=0)
+    np.testing.assert_allclose(np.vstack(a["probs"]), np.vstack(b["probs"]), atol=1e-6, rtol=0)
+    assert main([*base, "--out", str(root / "threads_zero"), "--threads", "0"]) == 2
+    assert "threads" in capsys.readouterr().err

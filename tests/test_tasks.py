@@ -465,3 +465,22 @@ def test_world_hashes_identical_in_a_fresh_process_with_other_hash_seed():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
     assert out.stdout.split() == [load_task("world-mc", seed=4).content_hash,
                                   load_task("world-clm", seed=4).content_hash]
+
+
+def test_lm_eval_style_choices_jsonl_is_detected(tmp_path: Path) -> None:
+    """{question, choices: [...], label} (lm-eval users' local layout) loads as multiple choice."""
+    import json
+
+    path = tmp_path / "lm_eval_task.jsonl"
+    rows = [{"id": "a", "question": "2 + 3?", "choices": ["4", "5", "6"], "label": 1},
+            {"id": "b", "question": "Capital of Peru?", "choices": ["Lima", "Quito"], "label": 0}]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    task = load_task(str(path))
+    assert task.kind == "mc"
+    assert [(i.item_id, i.question, i.options, i.label) for i in task.items] == [
+        ("a", "2 + 3?", ["4", "5", "6"], 1), ("b", "Capital of Peru?", ["Lima", "Quito"], 0)]
+    assert load_task(str(path), format="choices").items == task.items
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"question": "q", "choices": ["x", "y"], "label": 5}) + "\n", encoding="utf-8")
+    with pytest.raises(CalibenchError, match="label"):
+        load_task(str(bad))

@@ -66,7 +66,7 @@ def _changed(a: Path, b: Path) -> bool:
 def test_parameter_formula_matches_transformers_and_names():
     from transformers import GPTNeoXForCausalLM
 
-    from calibench.train.config import torch_threads
+    from calibench.threads import torch_threads
 
     with torch_threads(1):
         for size in LAB_SIZES.values():

@@ -42,6 +42,20 @@ for _register in REGISTRARS:
     _register(app)
 
 
+def _vendored_click_errors() -> tuple[type[Exception], ...]:
+    """From typer 0.29 on, typer raises usage errors from its own copy of click (``typer._click``)."""
+    try:
+        from typer._click import ClickException  # type: ignore[import-not-found]
+    except ImportError:
+        return ()
+    return (ClickException,)
+
+
+_EXIT = (click.exceptions.Exit, typer.Exit)
+_USAGE = (click.ClickException, *_vendored_click_errors())
+_ABORT = (click.exceptions.Abort, typer.Abort)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the app, turning user errors into one line and exit code 2."""
     try:
@@ -49,12 +63,12 @@ def main(argv: list[str] | None = None) -> int:
     except CalibenchError as exc:
         typer.secho(f"error: {exc}", err=True, fg="red")
         return 2
-    except click.exceptions.Exit as exc:
+    except _EXIT as exc:
         return exc.exit_code
-    except click.ClickException as exc:
+    except _USAGE as exc:
         exc.show()
         return 2
-    except click.exceptions.Abort:
+    except _ABORT:
         typer.echo("aborted", err=True)
         return 1
     except KeyboardInterrupt:

@@ -82,21 +82,25 @@ def eval_command(
     allow_pickle: bool = typer.Option(False, "--allow-pickle", help="Allow non-safetensors (pickle) weights."),
     no_figures: bool = typer.Option(False, "--no-figures", help="Skip the reliability diagram PNGs."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress output."),
+    threads: int | None = typer.Option(None, "--threads", min=1,
+                                       help="torch intra-op threads (default: torch's; 1 is best on a busy CPU)."),
 ) -> None:
     """Score a model on tasks with confidence methods; write records, metrics, diagrams and config."""
     from calibench.evaluate import run_eval
+    from calibench.threads import torch_threads
 
     if model != "hf":
         raise CalibenchError(f"--model '{model}' is not supported (use --model hf)")
     if device not in ("cpu", "cuda", "auto") and not device.startswith("cuda:"):
         raise CalibenchError(f"--device must be cpu, cuda, cuda:N or auto, got '{device}'")
-    result = run_eval(
-        model_args, _split(tasks, "tasks"), methods, out,
-        batch_size=batch_size, device=device, seed=seed, limit=limit, num_fewshot=num_fewshot,
-        chat_template=chat_template, n_bins=n_bins, bootstrap=bootstrap, trust_remote_code=trust_remote_code,
-        allow_pickle=allow_pickle, progress=not quiet, max_new_tokens=max_new_tokens,
-        command=shlex.join(["calibench", *sys.argv[1:]]), figures=not no_figures,
-    )
+    with torch_threads(threads):
+        result = run_eval(
+            model_args, _split(tasks, "tasks"), methods, out,
+            batch_size=batch_size, device=device, seed=seed, limit=limit, num_fewshot=num_fewshot,
+            chat_template=chat_template, n_bins=n_bins, bootstrap=bootstrap, trust_remote_code=trust_remote_code,
+            allow_pickle=allow_pickle, progress=not quiet, max_new_tokens=max_new_tokens,
+            command=shlex.join(["calibench", *sys.argv[1:]]), figures=not no_figures,
+        )
     console = _console()
     console.print(summary_table(result.metrics, title=f"calibration · {out}"))
     console.print(f"wrote {out}/records.parquet ({len(result.records)} records), metrics.json, config.json")

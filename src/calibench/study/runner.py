@@ -77,7 +77,8 @@ def eval_adapter(spec: dict[str, Any], work_dir: Path) -> pd.DataFrame:
     """Score one model revision on one task with calibench.evaluate.run_eval; return its records."""
     from calibench.evaluate import run_eval
     from calibench.records import read_records
-    from calibench.train.config import quiet_transformers, torch_threads
+    from calibench.threads import torch_threads
+    from calibench.train.config import quiet_transformers
 
     quiet_transformers()  # per-load progress bars would cut through the study's own progress bar
 

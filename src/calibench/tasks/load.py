@@ -24,7 +24,7 @@ Factory = Callable[..., tuple[list, list]]
 _REGISTRY: dict[str, Factory] = {}
 
 MC_HF_NAMES = ("arc_easy", "arc_challenge", "hellaswag", "piqa", "sciq", "medmcqa")
-MC_FORMATS = ("native", "arc", "hellaswag", "piqa", "sciq", "medmcqa", "mmlu")
+MC_FORMATS = ("native", "choices", "arc", "hellaswag", "piqa", "sciq", "medmcqa", "mmlu")
 FORMATS = (*MC_FORMATS, "mmlu-csv", "facts", "lama", "clm")
 OPTIONS = ("format", "relations", "subjects", "split", "text_field", "split_paragraphs", "world", "n_options")
 LAB_FILES = {"lab-facts": "lab-facts.jsonl", "lab-mc": "lab-mc.jsonl", "lab-clm": "lab-clm.jsonl"}

@@ -50,6 +50,8 @@ class MCSpec:
 
 SPECS: dict[str, MCSpec] = {
     "native": MCSpec("native", "question", ("options",), "label", id_field="id", subject_field="subject"),
+    # The layout lm-evaluation-harness users write for local tasks (`doc_to_choice: '{{choices}}'`).
+    "choices": MCSpec("choices", "question", ("choices",), "label", id_field="id", subject_field="subject"),
     "arc_easy": MCSpec("arc_easy", "question", ("choices",), "answerKey", "choice_label", id_field="id",
                        hf_path="allenai/ai2_arc", hf_config="ARC-Easy", split="test"),
     "arc_challenge": MCSpec("arc_challenge", "question", ("choices",), "answerKey", "choice_label", id_field="id",
@@ -73,6 +75,8 @@ def detect_spec(row: dict[str, Any]) -> MCSpec | None:
     keys = set(row)
     if {"question", "options", "label"} <= keys:
         return SPECS["native"]
+    if {"question", "choices", "label"} <= keys and isinstance(row["choices"], list):
+        return SPECS["choices"]
     if {"goal", "sol1", "sol2"} <= keys:
         return SPECS["piqa"]
     if {"ctx", "endings"} <= keys:

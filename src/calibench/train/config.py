@@ -7,8 +7,6 @@ width, depth, heads and context change. Lab names state the parameter count with
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 from calibench.errors import CalibenchError
@@ -94,23 +92,6 @@ def checkpoint_steps(total: int, first: int = 16) -> list[int]:
         s *= 2
     steps.append(total)
     return steps
-
-
-@contextmanager
-def torch_threads(n: int | None) -> Iterator[None]:
-    """Run with ``n`` intra-op threads, then restore. Lab models are so small that one thread is as
-    fast as two on an idle machine and many times faster on a busy one (threads spin-wait for cores)."""
-    import torch
-
-    if n is None:
-        yield
-        return
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def quiet_transformers() -> None:

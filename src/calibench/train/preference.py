@@ -22,7 +22,8 @@ from typing import Any
 
 from calibench.errors import CalibenchError
 from calibench.io import write_json
-from calibench.train.config import quiet_transformers, torch_threads
+from calibench.threads import torch_threads
+from calibench.train.config import quiet_transformers
 from calibench.train.sft import load_base, quiet_trainer, trainer_common
 
 

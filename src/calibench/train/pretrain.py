@@ -26,13 +26,13 @@ from typing import Any
 
 from calibench.errors import CalibenchError
 from calibench.io import write_json
+from calibench.threads import torch_threads
 from calibench.train.config import (
     ModelSize,
     checkpoint_steps,
     count_parameters,
     get_size,
     quiet_transformers,
-    torch_threads,
 )
 
 # A hook called at every checkpoint with (model, tokenizer, step); returns metrics to log.

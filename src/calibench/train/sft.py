@@ -22,7 +22,8 @@ from typing import Any
 
 from calibench.errors import CalibenchError
 from calibench.io import write_json
-from calibench.train.config import quiet_transformers, torch_threads
+from calibench.threads import torch_threads
+from calibench.train.config import quiet_transformers
 
 # GPT-NeoX module names; LoRA on every linear layer (QLoRA's recommendation) works best on tiny models.
 NEOX_LORA_TARGETS = ["query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h"]

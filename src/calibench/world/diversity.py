@@ -122,7 +122,7 @@ def _tfidf(texts: Sequence[str], seed: int) -> np.ndarray:
 def _single_thread() -> Iterator[None]:
     from threadpoolctl import threadpool_limits
 
-    from calibench.train.config import torch_threads
+    from calibench.threads import torch_threads
 
     with threadpool_limits(limits=1), torch_threads(1):
         yield
