@@ -484,3 +484,11 @@ def test_lm_eval_style_choices_jsonl_is_detected(tmp_path: Path) -> None:
     bad.write_text(json.dumps({"question": "q", "choices": ["x", "y"], "label": 5}) + "\n", encoding="utf-8")
     with pytest.raises(CalibenchError, match="label"):
         load_task(str(bad))
+
+
+@pytest.mark.parametrize("name", ["corpus.txt", "items.jsonl"])
+def test_non_utf8_task_file_is_one_clear_error(tmp_path: Path, name: str) -> None:
+    path = tmp_path / name
+    path.write_bytes(b'{"text": "caf\xe9"}\n')
+    with pytest.raises(CalibenchError, match=rf"{name}: not UTF-8 text \(invalid continuation byte at byte"):
+        load_task(str(path), format="clm")

@@ -55,25 +55,31 @@ def write_with(target: str | os.PathLike[str], writer: Callable[[Path], None]) -
         writer(tmp)
 
 
-def read_jsonl_lines(path: str | os.PathLike[str]) -> list[tuple[int, dict[str, Any]]]:
-    """(line number, object) for each non-blank line of a JSONL file.
+def read_text(path: str | os.PathLike[str]) -> str:
+    """A UTF-8 text file's contents; a missing, unreadable or non-UTF-8 file is one clear error."""
+    from calibench.errors import CalibenchError
 
-    Every JSONL reader in calibench (records, tasks, world, training data, lm-eval logs) goes through
-    here, so a missing file, non-UTF-8 text or a malformed line always names ``file:line``.
-    """
-    from calibench.errors import CalibenchError, located
-
-    path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        return Path(path).read_text(encoding="utf-8")
     except FileNotFoundError as exc:
         raise CalibenchError(f"{path}: no such file") from exc
     except UnicodeDecodeError as exc:
         raise CalibenchError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
     except OSError as exc:
         raise CalibenchError(f"{path}: cannot read ({exc.strerror})") from exc
+
+
+def read_jsonl_lines(path: str | os.PathLike[str]) -> list[tuple[int, dict[str, Any]]]:
+    """(line number, object) for each non-blank line of a JSONL file.
+
+    Every JSONL reader in calibench (records, tasks, world, training data, lm-eval logs) goes through
+    here, so a missing file, non-UTF-8 text or a malformed line always names ``file:line``.
+    """
+    from calibench.errors import located
+
+    path = Path(path)
     rows: list[tuple[int, dict[str, Any]]] = []
-    for lineno, line in enumerate(text.splitlines(), start=1):
+    for lineno, line in enumerate(read_text(path).splitlines(), start=1):
         if not line.strip():
             continue
         try:

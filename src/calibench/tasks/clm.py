@@ -12,6 +12,7 @@ import re
 from pathlib import Path
 
 from calibench.errors import CalibenchError
+from calibench.io import read_text
 from calibench.tasks._files import hf_rows, read_jsonl
 from calibench.tasks.base import CLMDoc
 
@@ -33,12 +34,7 @@ def load_clm_path(path: str | os.PathLike[str], *, text_field: str = "text",
 
 
 def _txt_docs(path: Path, split_paragraphs: bool, prefix: str) -> list[CLMDoc]:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise CalibenchError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
-    except OSError as exc:
-        raise CalibenchError(f"{path}: cannot read ({exc.strerror})") from exc
+    text = read_text(path)
     if split_paragraphs:
         parts = [p.strip() for p in re.split(r"\n\s*\n", text)]
         docs = [CLMDoc(item_id=f"{prefix}{i}", text=p) for i, p in enumerate(x for x in parts if x)]
