@@ -7,8 +7,9 @@ For each task (a 4-option multiple-choice task with multi-token options, and an 
 5-shot prompts from its dev CSVs) two comparisons are timed:
 
 (a) full set: calibench's ``choice``, ``continuation-sum``, ``continuation-mean`` and ``continuation-min``
-    methods in one run (``calibench.methods.METHODS`` on one ``ScoringEngine``; the three continuation
-    methods share one ``score_options`` pass) vs lm-eval computing what it can of the same numbers: a
+    methods in one run, as ``calibench eval`` runs them (``calibench.methods.prefetch`` scores each
+    item's choice prompt and option sequences as one prefix tree, then the four ``METHODS`` read that
+    pass) vs lm-eval computing what it can of the same numbers: a
     letter task (choice prompt + " A".." D") plus a continuation task (context + " option"), all
     requests in one ``HFLM.loglikelihood`` call, as ``simple_evaluate`` batches the loglikelihood
     requests of several tasks. lm-eval's ``loglikelihood`` returns only the sum per continuation, so
@@ -75,7 +76,7 @@ def compare(model: Any, tok: Any, task: Any, *, num_fewshot: int, batch_size: in
     """Time and check both comparisons on one task; returns the JSON-ready result for that task."""
     from lm_eval.models.huggingface import HFLM
 
-    from calibench.methods import METHODS, clear_cache
+    from calibench.methods import METHODS, clear_cache, prefetch
     from calibench.models.engine import ScoringEngine
 
     opts = {"num_fewshot": num_fewshot}
@@ -89,7 +90,8 @@ def compare(model: Any, tok: Any, task: Any, *, num_fewshot: int, batch_size: in
     def lm_sum() -> list[tuple[float, bool]]:
         return hflm.loglikelihood(options, disable_tqdm=True)
 
-    def cb_full() -> dict[str, list[dict]]:
+    def cb_full() -> dict[str, list[dict]]:  # what run_eval does for these four methods
+        prefetch(engine, task, FULL_METHODS, options=opts)
         return {m: METHODS[m](engine, task, options=opts) for m in FULL_METHODS}
 
     def cb_sum() -> dict[str, list[dict]]:
@@ -107,6 +109,8 @@ def compare(model: Any, tok: Any, task: Any, *, num_fewshot: int, batch_size: in
             values[name] = fn()
             times[name].append(time.perf_counter() - start)
     best = {k: min(v) for k, v in times.items()}
+    tokens = model_tokens(model, tok, task, num_fewshot=num_fewshot, batch_size=batch_size, engine=engine,
+                          run=cb_full, clear=lambda: clear_cache(engine))
 
     # --- agreement
     n_letters = len(letters)
@@ -142,6 +146,7 @@ def compare(model: Any, tok: Any, task: Any, *, num_fewshot: int, batch_size: in
                                                           for p in C.prompts_for(task, num_fewshot)[0]])), 1),
         "lm_eval_requests": {"letters": len(letters), "continuations": len(options)},
         "letter_tokens": recs["choice"][0]["extra"]["letter_tokens"],
+        "model_tokens": tokens,
         "seconds": {k: round(v, 3) for k, v in best.items()},
         "seconds_all_runs": {k: [round(x, 3) for x in v] for k, v in times.items()},
         "speedup_full": round(best["lm_eval_full"] / best["calibench_full"], 2),
@@ -155,6 +160,28 @@ def compare(model: Any, tok: Any, task: Any, *, num_fewshot: int, batch_size: in
         "target_full_3x": best["lm_eval_full"] / best["calibench_full"] >= 3.0,
         "target_sum_1.5x": best["lm_eval_sum"] / best["calibench_sum"] >= 1.5,
     }
+
+
+def model_tokens(model: Any, tok: Any, task: Any, *, num_fewshot: int, batch_size: int, engine: Any,
+                 run: Any, clear: Any) -> dict[str, Any]:
+    """Real tokens through the model: calibench's full run vs every request as its own sequence.
+
+    The per-request count is lm-eval's work for the same requests (one forward per letter prompt,
+    shared by its four one-token letters, and one per option), counted by the engine with
+    ``shared_prefix=False``. Their ratio bounds the wall-time ratio on a compute-bound machine.
+    """
+    from calibench.models.engine import ScoringEngine
+
+    clear()
+    before = engine.forward_tokens
+    run()
+    ours = engine.forward_tokens - before
+    plain = ScoringEngine(model, tok, batch_size=batch_size, progress=False, shared_prefix=False)
+    choice, cont = C.prompts_for(task, num_fewshot)
+    plain.next_token(choice)
+    plain.score_options(cont)
+    return {"calibench": ours, "per_request": plain.forward_tokens,
+            "ratio": round(plain.forward_tokens / max(1, ours), 2)}
 
 
 DEFAULTS = {  # (mc items, mmlu items, repeats); smollm2 is ~15x slower per token than tiny10m here

@@ -43,6 +43,7 @@ def test_vs_lm_eval_numbers_agree(small_model, tmp_path: Path) -> None:
         assert res["loglik_agree_1e-4"], res["max_abs_diff"]
         assert res["accuracy_equal"] and res["is_greedy_equal"]
         assert res["option_tokens_max"] > 1  # multi-token options, so the shared-prefix path is exercised
+        assert 0 < res["model_tokens"]["calibench"] < res["model_tokens"]["per_request"]
 
 
 def test_mmlu_files_have_the_original_layout(tmp_path: Path) -> None:
@@ -66,11 +67,16 @@ def test_throughput_replays_the_engine_shapes(small_model) -> None:
     model, tok = small_model
     _, cont = C.prompts_for(C.mc_task(7), 0)
     res = T.measure(model, tok, "mc", "score_options", cont, batch_size=3, repeats=1)
-    assert res["shapes_match"] and res["forward_calls"] >= 2 * 3  # 3 batches: context pass + option pass(es)
-    assert res["model_tokens"] > 0 and res["engine_s"] > 0
+    assert res["shapes_match"] and res["forward_calls"] == 3  # 7 items, 3 per batch: one packed pass each
+    # each item's context runs once instead of once per option
+    assert 0 < res["model_tokens"] < res["per_request_model_tokens"] and res["engine_s"] > 0
     choice, _ = C.prompts_for(C.mc_task(5), 0)
     res = T.measure(model, tok, "letters", "next_token", choice, batch_size=2, repeats=1)
     assert res["shapes_match"] and res["forward_calls"] == 3
+    choice, cont = C.prompts_for(C.mc_task(4), 0)
+    res = T.measure(model, tok, "joint", "score_items", T.joint_requests(tok, choice, cont), batch_size=4, repeats=1)
+    assert res["shapes_match"] and res["forward_calls"] == 1
+    assert res["model_tokens"] < res["per_request_model_tokens"]
 
 
 def test_clm_parquet_stream_matches_engine(small_model, tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from calibench.errors import CalibenchError
-from calibench.models.engine import ScoringEngine
+from calibench.models.engine import ItemRequest, ScoringEngine
 from conftest_lm_eval import tiny_model_dir  # noqa: F401  (session fixture)
 
 WORDS = [
@@ -82,13 +82,13 @@ def test_shared_prefix_equals_separate_scoring(loaded, batch_size: int) -> None:
             assert score.n_tokens >= 1
 
 
-def test_shared_prefix_in_memory_bounded_chunks(loaded) -> None:
-    """A long context with many options expands the KV cache in several chunks; numbers unchanged."""
+def test_long_shared_context_with_many_options(loaded) -> None:
+    """A long context with many options, all in one packed row; numbers unchanged."""
     context = "Question: " + " ".join(WORDS) + "?\nAnswer:"
     options = [" Paris", " the river Nile", " cat dog", " on the mat", " Madrid Spain"]
     eng = engine(loaded, batch_size=1)
     n_ctx = len(eng.encode(context))
-    assert 32 < n_ctx <= 58  # per chunk: 1 x 64 // n_ctx = 1 row, so five chunks
+    assert 32 < n_ctx <= 58
     shared = eng.score_options([(context, options)])[0]
     full = engine(loaded, batch_size=1, shared_prefix=False).score_options([(context, options)])[0]
     for s, f in zip(shared, full, strict=True):
@@ -343,3 +343,133 @@ def test_shared_prefix_beyond_gemma_sliding_window() -> None:
     for row_s, row_f in zip(shared, full.score_options(items), strict=True):
         for s, f in zip(row_s, row_f, strict=True):
             np.testing.assert_allclose(s.token_logprobs, f.token_logprobs, atol=1e-4, rtol=0)
+
+
+# ---------------------------------------------------------------------------------------------- packed trees
+
+
+def shot_items(seed: int, n: int, *, shots: int) -> list[ItemRequest]:
+    """Items like a few-shot task's: a choice prompt and a continuation set, sharing shots per subject."""
+    rng = random.Random(seed)
+    subjects = [
+        "".join(f"Question: {' '.join(rng.choices(WORDS, k=6))}?\nAnswer: {rng.choice(WORDS)}\n\n" for _ in range(shots))
+        for _ in range(2)
+    ]
+    items = []
+    for i in range(n):
+        head = subjects[i % 2] if i % 3 else ""  # some items zero-shot
+        question = " ".join(rng.choices(WORDS, k=rng.randint(1, 6)))
+        options = [" " + " ".join(rng.choices(WORDS, k=rng.randint(1, 3))) for _ in range(rng.randint(2, 4))]
+        listing = "".join(f"{'ABCD'[k]}. {o.strip()}\n" for k, o in enumerate(options))
+        items.append(
+            ItemRequest(
+                prompts=[f"{head}{question}?\n{listing}Answer:"],
+                candidates=[[3, 4]],
+                option_sets=[(f"{head}Question: {question}?\nAnswer:", options)],
+            )
+        )
+    items.append(items[1])  # a duplicate item: every request shares every node
+    return items
+
+
+def assert_same_scores(got, ref) -> None:
+    for a, b in zip(got, ref, strict=True):
+        for x, y in zip(a.next_tokens, b.next_tokens, strict=True):
+            assert x.top_id == y.top_id and x.truncated == y.truncated
+            assert x.top_logprob == pytest.approx(y.top_logprob, abs=1e-4)
+            np.testing.assert_allclose(x.candidate_logprobs, y.candidate_logprobs, atol=1e-4, rtol=0)
+        for xs, ys in zip(a.options, b.options, strict=True):
+            for x, y in zip(xs, ys, strict=True):
+                np.testing.assert_allclose(x.token_logprobs, y.token_logprobs, atol=1e-4, rtol=0)
+                assert x.is_greedy == y.is_greedy and x.truncated == y.truncated
+
+
+@pytest.mark.parametrize(("batch_size", "max_length"), [(3, 256), (4, 40)])
+def test_packed_items_equal_per_request_scoring(loaded, batch_size: int, max_length: int) -> None:
+    """Shared shots (a header per subject), choice + continuations in one row, truncation, duplicates."""
+    items = shot_items(seed=batch_size, n=14, shots=3)
+    tree = engine(loaded, batch_size=batch_size, max_length=max_length)
+    plain = engine(loaded, batch_size=batch_size, max_length=max_length, shared_prefix=False)
+    got, ref = tree.score_items(items), plain.score_items(items)
+    assert tree._tree_ok is True
+    assert_same_scores(got, ref)
+    if max_length == 256:  # everything fits (rotary positions go past the config's 64): shared prefixes ran once
+        assert tree.forward_tokens < plain.forward_tokens / 2
+    else:  # the few-shot prompts do not fit: scored the plain way, truncated as lm-eval does
+        assert any(nt.truncated for s in got for nt in s.next_tokens)
+        assert any(not nt.truncated for s in got for nt in s.next_tokens)
+
+
+def test_packed_scoring_matches_an_unbatched_forward(loaded) -> None:
+    model, tokenizer = loaded
+    items = shot_items(seed=5, n=6, shots=2)
+    eng = engine(loaded, batch_size=4, max_length=256)
+    got = eng.score_items(items)
+    for item, scores in zip(items, got, strict=True):
+        lp = direct_logprobs(model, tokenizer.encode(item.prompts[0])[-eng.max_length :])[-1]
+        assert scores.next_tokens[0].top_logprob == pytest.approx(lp.max().item(), abs=1e-4)
+        (context, options), = item.option_sets
+        for option, score in zip(options, scores.options[0], strict=True):
+            ref = direct_continuation(model, tokenizer, context, option, max_length=eng.max_length)
+            np.testing.assert_allclose(score.token_logprobs, ref, atol=1e-4, rtol=0)
+
+
+def test_a_model_that_ignores_custom_masks_is_scored_plainly(loaded) -> None:
+    """The one-time check catches a model whose attention drops the 4D mask; results stay right."""
+    model, tokenizer = loaded
+
+    def drop_4d_mask(_module, args, kwargs):
+        mask = kwargs.get("attention_mask")
+        if mask is not None and mask.dim() == 4:
+            kwargs["attention_mask"] = None  # plain causal attention: packed rows go wrong
+        return args, kwargs
+
+    handle = model.register_forward_pre_hook(drop_4d_mask, with_kwargs=True)
+    try:
+        items = shot_items(seed=1, n=5, shots=2)
+        eng = engine(loaded, batch_size=2)
+        with pytest.warns(RuntimeWarning, match="disagrees with plain scoring"):
+            got = eng.score_items(items)
+        assert eng._tree_ok is False
+        assert_same_scores(got, engine(loaded, batch_size=2, shared_prefix=False).score_items(items))
+    finally:
+        handle.remove()
+
+
+def test_choice_and_continuations_prefetched_as_one_tree(loaded) -> None:
+    """run_eval's prefetch: the same records as method-by-method scoring, in fewer forward passes."""
+    from calibench import methods
+    from calibench.tasks import MCItem, Task
+
+    rng = random.Random(3)
+    items = [
+        MCItem(f"q{i}", " ".join(rng.choices(WORDS, k=5)) + "?", [" ".join(rng.choices(WORDS, k=2)) for _ in range(4)],
+               i % 4)
+        for i in range(9)
+    ]
+    task = Task("toy-mc", "mc", items, "hash-toy", fewshot=items[:3])
+    names = ("choice", "continuation-sum", "continuation-min")
+    opts = {"num_fewshot": 2}
+    apart, joint = engine(loaded, batch_size=4, max_length=256), engine(loaded, batch_size=4, max_length=256)
+    for eng in (apart, joint):  # the one-time check of packed scoring, out of the count
+        eng.score_items([ItemRequest(prompts=["the cat sat on the mat"])])
+        assert eng._tree_ok is True
+        eng.forward_tokens = 0
+    model = loaded[0]
+    calls: list[int] = []
+    handle = model.register_forward_pre_hook(lambda *_: calls.append(1))
+    try:
+        separate = {m: methods.METHODS[m](apart, task, options=opts) for m in names}
+        n_apart, calls[:] = len(calls), []
+        methods.prefetch(joint, task, names, options=opts)
+        n_joint, tokens_after_prefetch = len(calls), joint.forward_tokens
+        together = {m: methods.METHODS[m](joint, task, options=opts) for m in names}
+    finally:
+        handle.remove()
+    assert len(calls) == n_joint and joint.forward_tokens == tokens_after_prefetch  # methods read the pass
+    assert n_joint < n_apart and joint.forward_tokens <= apart.forward_tokens
+    for m in names:
+        for a, b in zip(separate[m], together[m], strict=True):
+            np.testing.assert_allclose(a["probs"], b["probs"], atol=1e-6, rtol=0)
+            assert a["correct"] == b["correct"]
+    methods.clear_cache()

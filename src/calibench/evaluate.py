@@ -242,7 +242,7 @@ def _write_records(path: Path, engine: Any, tokenizer: Any, units: list[tuple[An
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from calibench.methods import clear_cache
+    from calibench.methods import clear_cache, prefetch
 
     schema = arrow_schema()
     counts: dict[tuple[str, str], int] = {}
@@ -267,6 +267,8 @@ def _write_records(path: Path, engine: Any, tokenizer: Any, units: list[tuple[An
                             writer.write_table(table(frame))
                             n += len(frame)
                     else:
+                        together = [m for t, m in units if t is task]  # passes shared across methods
+                        prefetch(engine, task, together, tokenizer=tokenizer, options=opts)
                         rows = METHODS[method](engine, task, tokenizer=tokenizer, options=opts)
                         frame = make_records(rows)
                         writer.write_table(table(frame))

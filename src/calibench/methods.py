@@ -8,7 +8,8 @@ drive them with a fake engine whose numbers are set by hand.
 
 Several methods need the same forward passes: continuation-sum/mean/min are three views of one
 ``score_options`` call, and sequence / p-true share one greedy generation. Those passes are cached per
-(engine, task, prompt options) so ``--methods all`` scores each task once.
+(engine, task, prompt options) so ``--methods all`` scores each task once. ``prefetch`` goes further
+where the engine has ``score_items``: choice and continuation-* of one item run as one prefix tree.
 
 Which method applies to which task kind is in ``APPLIES_TO``; calling a method on another kind raises
 ``CalibenchError``. ``resolve_methods`` expands ``all`` to the methods that fit each task.
@@ -351,15 +352,8 @@ def _check_kind(task: Any, method: str) -> None:
 # the methods
 
 
-def choice(engine: Any, task: Any, *, tokenizer: Any = None, options: Mapping[str, Any] | None = None) -> list[dict]:
-    """Letters after "Answer:": next-token probabilities of the item's letters, renormalised.
-
-    ``extra`` keeps the raw letter probabilities (HELM's unnormalised number), their sum (how much
-    mass the model puts on any valid letter) and whether the top token overall was a letter.
-    """
-    _check_kind(task, "choice")
-    opts = MethodOptions.from_mapping(options)
-    tok = _tokenizer(engine, tokenizer)
+def _choice_requests(engine: Any, task: Any, tok: Any, opts: MethodOptions) -> tuple[list[str], list, list]:
+    """Choice prompts, the token ids of each item's letters, and which letter spelling was used."""
     prompts = _choice_prompts(task, tok, opts)
     cands, variants, memo = [], [], {}
     for item, prompt in zip(task.items, prompts, strict=True):
@@ -370,7 +364,59 @@ def choice(engine: Any, task: Any, *, tokenizer: Any = None, options: Mapping[st
         ids, variant = memo[key]
         cands.append(ids)
         variants.append(variant)
-    outs = engine.next_token(prompts, cands)
+    return prompts, cands, variants
+
+
+def _choice_outputs(engine: Any, task: Any, tok: Any, opts: MethodOptions) -> tuple[list, list, list]:
+    """One ``next_token`` pass over the choice prompts: (outputs, letter ids, letter spellings)."""
+
+    def compute() -> tuple[list, list, list]:
+        prompts, cands, variants = _choice_requests(engine, task, tok, opts)
+        return engine.next_token(prompts, cands), cands, variants
+
+    return _cached(engine, ("choice",) + _task_key(task, opts), compute)
+
+
+def prefetch(engine: Any, task: Any, methods: Sequence[str], *, tokenizer: Any = None,
+             options: Mapping[str, Any] | None = None) -> None:
+    """Run the passes of several methods in one engine call, before the methods read them.
+
+    choice and continuation-* on one item share the question: scored together, each item's choice
+    prompt and continuation sequences form one prefix tree (``ScoringEngine.score_items``), and the
+    question, the few-shot shots and "Answer:" run once instead of once per request.
+    """
+    wanted = set(methods)
+    if getattr(task, "kind", None) != "mc" or "choice" not in wanted or not wanted & set(CONTINUATION_METHODS):
+        return
+    if not hasattr(engine, "score_items"):
+        return
+    from calibench.models.engine import ItemRequest
+
+    opts = MethodOptions.from_mapping(options)
+    tok = _tokenizer(engine, tokenizer)
+    key = _task_key(task, opts)
+    store = _CACHE.get(engine, {})
+    if ("choice",) + key in store and ("options",) + key in store:
+        return
+    prompts, cands, variants = _choice_requests(engine, task, tok, opts)
+    requests = [ItemRequest(prompts=[p], candidates=[c], option_sets=[o])
+                for p, c, o in zip(prompts, cands, _continuation_requests(task, tok, opts), strict=True)]
+    scored = engine.score_items(requests, desc="choice + continuation")
+    outs = [s.next_tokens[0] for s in scored]
+    _cached(engine, ("choice",) + key, lambda: (outs, cands, variants))
+    _cached(engine, ("options",) + key, lambda: [s.options[0] for s in scored])
+
+
+def choice(engine: Any, task: Any, *, tokenizer: Any = None, options: Mapping[str, Any] | None = None) -> list[dict]:
+    """Letters after "Answer:": next-token probabilities of the item's letters, renormalised.
+
+    ``extra`` keeps the raw letter probabilities (HELM's unnormalised number), their sum (how much
+    mass the model puts on any valid letter) and whether the top token overall was a letter.
+    """
+    _check_kind(task, "choice")
+    opts = MethodOptions.from_mapping(options)
+    tok = _tokenizer(engine, tokenizer)
+    outs, cands, variants = _choice_outputs(engine, task, tok, opts)
     records = []
     for item, out, ids, variant in zip(task.items, outs, cands, variants, strict=True):
         lp = np.asarray(out.candidate_logprobs, dtype=np.float64)

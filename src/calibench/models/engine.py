@@ -6,20 +6,19 @@ Design (see docs/models.md):
   continuation; continuation tokens = enc(ctx + cont)[len(enc(ctx)):]; the model input is
   enc(ctx) + those tokens, left-truncated to ``max_length + 1`` then the last token dropped), so
   log-likelihoods equal lm-eval's ``loglikelihood`` to 1e-4.
-* Requests are sorted by length (longest first, lm-eval's Collator idea), batched, and restored to
-  input order. Batches are left-padded with an attention mask and explicit position ids, so every row
-  ends at the same column and only the last ``k`` positions go through the LM head
-  (``logits_to_keep``): on small models the vocabulary projection is most of the cost.
-* Multiple choice shares the context: the context of each item runs once, its KV cache is expanded
-  over the options, and only the option tokens run again. A one-token option needs no second pass.
-  Items whose context would be truncated differently per option fall back to full scoring.
+* Every shared prefix runs once (``score_items``; see ``calibench.models.tree``): an item's sequences
+  form a prefix tree packed into one row with an ancestor mask and depth position ids, and a prefix
+  that a group of items shares (few-shot shots) runs once as a header whose KV cache the group's
+  rows attend to. Scored nodes sit at the end of each row, so only they go through the LM head
+  (``logits_to_keep``). Requests that need truncation, and models whose attention cannot take a
+  custom mask, take the plain path: each request its own left-padded sequence in length-sorted
+  batches (lm-eval's Collator idea). A one-time check per engine compares both paths on one item.
 * Log-softmax of the scored positions is taken in float64 (lm-eval uses the model dtype; float64
   keeps sums of many tokens stable). CLM token scoring uses float32 softmax for its max probability.
 """
 
 from __future__ import annotations
 
-import copy
 import inspect
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from calibench.errors import CalibenchError
+from calibench.models.tree import PrefixTree, common_prefix_length, header_groups
 
 DEFAULT_MAX_LENGTH = 2048  # lm-eval's default when neither config nor tokenizer names a context length
 _TOKENIZER_INFINITY = 1000000000000000019884624838656
@@ -148,6 +148,95 @@ class _Pair:
     continuation: list[int]
 
 
+@dataclass
+class ItemRequest:
+    """What one item needs: next-token prompts (with candidate ids each) and (context, options) sets.
+
+    Requests of one item are scored together, so the prefixes they share run once.
+    """
+
+    prompts: Sequence[str] = ()
+    candidates: Sequence[Sequence[int]] = ()  # one list per prompt, or empty
+    option_sets: Sequence[tuple[str, Sequence[str]]] = ()
+
+
+@dataclass
+class ItemScores:
+    """``ItemRequest``'s answers, in its order."""
+
+    next_tokens: list[NextToken]
+    options: list[list[ContinuationScore]]
+
+
+@dataclass
+class _TreeSeq:
+    """A model input for the tree path and the positions whose next-token distribution it needs."""
+
+    ids: list[int]
+    queries: list[int]  # positions in ids
+    targets: list[int] | None  # the token after each query (a continuation), None for a next-token prompt
+    key: tuple  # ("next", prompt index, candidates) or ("cont", option set index, option index)
+
+    @property
+    def head(self) -> list[int]:
+        """The tokens before the first scored position: what may be shared through a header."""
+        return self.ids[: min(self.queries)]
+
+
+@dataclass
+class _Header:
+    """A group's shared prefixes, run once: the packed row, its KV cache, where each sequence hangs."""
+
+    row: Any  # PackedRow
+    past: list[tuple[Any, Any]] | None  # per layer (keys, values) of the row, batch 1; None if empty
+    starts: list[int]  # per sequence index: how many leading tokens the header holds
+    anchors: list[int]  # per sequence index: the header column of its last header token (-1: none)
+
+
+def torch_log_softmax64(logits: Any) -> Any:
+    import torch
+
+    return torch.log_softmax(logits.to(torch.float64), dim=-1)
+
+
+def _next_token(lp: Any, candidates: Sequence[int], truncated: int) -> NextToken:
+    """Reduce one float64 log-softmax row to what the methods use."""
+    import torch
+
+    top_lp, top_id = lp.max(dim=-1)
+    cand = (
+        lp[torch.tensor(list(candidates), dtype=torch.long, device=lp.device)].cpu().numpy()
+        if len(candidates)
+        else np.zeros(0, dtype=np.float64)
+    )
+    return NextToken(int(top_id), float(top_lp), cand, truncated)
+
+
+class _Plan:
+    """Where each request of a ``score_items`` call goes, and the slots its answer fills."""
+
+    def __init__(self, requests: Sequence[ItemRequest]) -> None:
+        self.next_tokens: list[list[NextToken | None]] = [[None] * len(r.prompts) for r in requests]
+        self.options: list[list[list[ContinuationScore | None]]] = [
+            [[None] * len(opts) for _ctx, opts in r.option_sets] for r in requests
+        ]
+        self.n_requests = sum(len(r.prompts) + sum(len(o) for _c, o in r.option_sets) for r in requests)
+        self.tree_items: list[int] = []
+        self.tree_seqs: dict[int, list[_TreeSeq]] = {}
+        self.plain_prompts: list[tuple[int, int, list[int], int, list[int]]] = []  # item, prompt, ids, trunc, cands
+        self.plain_pairs: list[tuple[int, int, int, _Pair]] = []  # item, option set, option, pair
+
+    def fill(self, item: int, seqs: Sequence[_TreeSeq], answers: Sequence[Any]) -> None:
+        for s, got in zip(seqs, answers, strict=True):
+            if s.targets is None:
+                _, j, cand = s.key
+                self.next_tokens[item][j] = _next_token(got[0], cand, 0)
+            else:
+                _, j, k = s.key
+                lp, greedy = got
+                self.options[item][j][k] = ContinuationScore(lp, bool(greedy.all()), 0)
+
+
 # ----------------------------------------------------------------------------------------------
 
 
@@ -201,7 +290,8 @@ class ScoringEngine:
         params = inspect.signature(model.forward).parameters
         self._has_keep = "logits_to_keep" in params
         self._has_pos = "position_ids" in params
-        self._shared_ok: bool | None = None  # learned on first use
+        self.forward_tokens = 0  # real tokens through the model so far
+        self._tree_ok: bool | None = None  # packed prefix scoring agrees with plain scoring; checked on first use
 
     # ------------------------------------------------------------------ tokenisation (lm-eval)
 
@@ -296,8 +386,13 @@ class ScoringEngine:
         keep: int = 0,
         past: Any = None,
         use_cache: bool = False,
+        real_tokens: int | None = None,
     ) -> Any:
-        """One model forward; ``keep`` > 0 asks for logits of the last ``keep`` positions only."""
+        """One model forward; ``keep`` > 0 asks for logits of the last ``keep`` positions only.
+
+        ``forward_tokens`` counts the real (unpadded) tokens that went through the model, for tokens/s.
+        """
+        self.forward_tokens += int(real_tokens if real_tokens is not None else mask[:, -ids.shape[1] :].sum())
         kwargs: dict[str, Any] = {"input_ids": ids, "attention_mask": mask, "use_cache": use_cache}
         if position_ids is not None and self._has_pos:
             kwargs["position_ids"] = position_ids
@@ -348,11 +443,67 @@ class ScoringEngine:
     def score_options(
         self, items: Sequence[tuple[str, Sequence[str]]], *, _desc: str = "scoring options"
     ) -> list[list[ContinuationScore]]:
-        """Score each option as a continuation of its item's context (context computed once per item)."""
+        """Score each option as a continuation of its item's context (the context computed once per item)."""
+        scored = self.score_items([ItemRequest(option_sets=[item]) for item in items], desc=_desc)
+        return [s.options[0] for s in scored]
+
+    def next_token(
+        self, prompts: Sequence[str], candidates: Sequence[Sequence[int]] | None = None
+    ) -> list[NextToken]:
+        """Log-probs over the vocabulary after each prompt; candidate ids are looked up in full-vocab log-probs."""
+        if candidates is not None and len(candidates) != len(prompts):
+            raise CalibenchError(f"{len(candidates)} candidate lists for {len(prompts)} prompts")
+        cands = candidates if candidates is not None else [()] * len(prompts)
+        requests = [ItemRequest(prompts=[p], candidates=[c]) for p, c in zip(prompts, cands, strict=True)]
+        return [s.next_tokens[0] for s in self.score_items(requests, desc="next token")]
+
+    def score_items(self, requests: Sequence[ItemRequest], *, desc: str = "scoring") -> list[ItemScores]:
+        """Everything some items need, with every shared prefix computed once.
+
+        Within an item, the prompts and the option sequences form one prefix tree packed into one row
+        (``calibench.models.tree``); across items, a long common prefix (few-shot shots) runs once and
+        its KV cache serves the whole group. Requests that need truncation to the context window, and
+        models whose attention cannot take a custom mask, are scored the plain lm-eval way.
+        """
         import torch
 
-        tokenised = self._encode_items(items)
-        for pairs in tokenised:
+        plan = self._plan(requests)
+        bar = _Progress(self.progress, plan.n_requests, desc)
+        with torch.inference_mode():
+            if plan.tree_items and self._tree_ok is None:
+                self._tree_ok = self._tree_agrees(plan, plan.tree_items[0])
+                if not self._tree_ok:
+                    plan = self._plan(requests)  # everything on the plain path now
+            self._run_tree(plan, bar)
+            self._run_plain(plan, bar)
+        bar.close()
+        return [
+            ItemScores(next_tokens=list(nt), options=[list(s) for s in opts])  # type: ignore[arg-type]
+            for nt, opts in zip(plan.next_tokens, plan.options, strict=True)
+        ]
+
+    # ------------------------------------------------------------------ planning
+
+    def tree_supported(self) -> bool:
+        """Whether this model can score packed prefix trees (a custom 4D mask and explicit positions)."""
+        cfg = getattr(self.model, "config", None)
+        impl = getattr(cfg, "_attn_implementation", None)
+        return bool(self.shared_prefix and self._has_pos and impl in ("eager", "sdpa") and self._tree_ok is not False)
+
+    def _window(self) -> int:
+        """Longest sequence the tree path may hold: the context, or a sliding attention window."""
+        cfg = getattr(self.model, "config", None)
+        cfg = getattr(cfg, "text_config", None) or cfg
+        window = getattr(cfg, "sliding_window", None) if getattr(cfg, "use_sliding_window", True) else None
+        return min(self.max_length, int(window)) if window else self.max_length
+
+    def _plan(self, requests: Sequence[ItemRequest]) -> _Plan:
+        """Tokenise every request and route it to the tree path or the plain path."""
+        prompts = [p for r in requests for p in r.prompts]
+        sets = [s for r in requests for s in r.option_sets]
+        prompt_ids = self.encode_many(prompts) if prompts else []
+        pair_sets = self._encode_items(sets) if sets else []
+        for pairs in pair_sets:
             for p in pairs:
                 if not p.continuation:
                     raise CalibenchError("a continuation encodes to zero tokens; nothing to score")
@@ -360,43 +511,230 @@ class ScoringEngine:
                     raise CalibenchError(
                         f"a continuation of {len(p.continuation)} tokens exceeds max_length {self.max_length}"
                     )
-        results: list[list[ContinuationScore | None]] = [[None] * len(p) for p in tokenised]
+        plan = _Plan(requests)
+        tree = self.tree_supported()
+        window = self._window()
+        pi = si = 0
+        for i, r in enumerate(requests):
+            if len(r.candidates) not in (0, len(r.prompts)):
+                raise CalibenchError(f"{len(r.candidates)} candidate lists for {len(r.prompts)} prompts")
+            seqs: list[_TreeSeq] = []
+            for j, _ in enumerate(r.prompts):
+                ids = prompt_ids[pi] or [self.prefix_token_id]
+                pi += 1
+                cand = list(r.candidates[j]) if r.candidates else []
+                if tree and len(ids) <= window:
+                    seqs.append(_TreeSeq(ids, [len(ids) - 1], None, ("next", j, cand)))
+                else:
+                    trunc = max(0, len(ids) - self.max_length)
+                    plan.plain_prompts.append((i, j, ids[-self.max_length :], trunc, cand))
+            for j, _ in enumerate(r.option_sets):
+                for k, p in enumerate(pair_sets[si]):
+                    whole = p.context + p.continuation
+                    if tree and len(whole) <= window + 1:
+                        first = len(p.context) - 1
+                        seqs.append(
+                            _TreeSeq(whole[:-1], list(range(first, len(whole) - 1)), p.continuation, ("cont", j, k))
+                        )
+                    else:
+                        plan.plain_pairs.append((i, j, k, p))
+                si += 1
+            if seqs:
+                plan.tree_items.append(i)
+                plan.tree_seqs[i] = seqs
+        return plan
 
-        shared_items: list[int] = []
-        full_pairs: list[tuple[int, int]] = []
-        for i, pairs in enumerate(tokenised):
-            if not pairs:
-                continue
-            ctx_len = len(pairs[0].context)
-            fits = all(ctx_len + len(p.continuation) <= self.max_length + 1 for p in pairs)
-            same_ctx = all(p.context == pairs[0].context for p in pairs)
-            if self.shared_prefix and self._shared_ok is not False and fits and same_ctx and len(pairs) > 1:
-                shared_items.append(i)
+    # ------------------------------------------------------------------ the tree path
+
+    def _tree_agrees(self, plan: _Plan, item: int) -> bool:
+        """Score one item both ways, once per engine: a model that ignores custom masks fails here.
+
+        Half of each sequence's prefix goes through a header cache, so the check covers that path too.
+        """
+        import warnings
+
+        seqs = plan.tree_seqs[item]
+        header = self._shared_header([seqs], check=True)
+        worst = 0.0
+        for s, got in zip(seqs, self._tree_rows(header, [seqs])[0], strict=True):
+            if s.targets is None:
+                _, logits, _ = self._left_forward([s.ids], 1)
+                diff = (got - torch_log_softmax64(logits[:, -1])).abs().max()
             else:
-                full_pairs.extend((i, k) for k in range(len(pairs)))
+                ref = self._full_batch([_Pair(s.ids[: s.queries[0] + 1], list(s.targets))])[0]
+                diff = np.abs(got[0] - ref.token_logprobs).max()
+            worst = max(worst, float(diff))
+        if worst > 1e-3:
+            warnings.warn(
+                f"packed prefix scoring disagrees with plain scoring on this model (max diff {worst:.2e}); "
+                "scoring every request as its own sequence",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+            return False
+        return True
 
-        bar = _Progress(self.progress, sum(len(p) for p in tokenised), _desc)
-        with torch.inference_mode():
-            if shared_items:
-                lengths = [len(tokenised[i][0].context) for i in shared_items]
-                order = [shared_items[j] for j in _length_order(lengths)]
-                for chunk in _chunks(order, self.batch_size):
-                    scores = self._shared_batch([tokenised[i] for i in chunk])
-                    for i, row in zip(chunk, scores, strict=True):
-                        results[i] = list(row)
-                        bar.update(len(row))
-            if full_pairs:
-                lengths = [
-                    len(tokenised[i][k].context) + len(tokenised[i][k].continuation) for i, k in full_pairs
+    def _run_tree(self, plan: _Plan, bar: _Progress) -> None:
+        """Header groups (items sharing a long prefix), then one packed row per item, batch_size rows a pass."""
+        if not plan.tree_items:
+            return
+        items = plan.tree_items
+        keys = [plan.tree_seqs[i][0].head for i in items]
+        for header_len, members in header_groups(keys):
+            group = [items[m] for m in members]
+            header = self._shared_header([plan.tree_seqs[i] for i in group]) if header_len else None
+            lengths = [sum(len(s.ids) for s in plan.tree_seqs[i]) for i in group]  # enough to sort by
+            order = [group[j] for j in _length_order(lengths)]
+            for chunk in _chunks(order, self.batch_size):
+                outs = self._tree_rows(header, [plan.tree_seqs[i] for i in chunk])
+                for i, per_seq in zip(chunk, outs, strict=True):
+                    plan.fill(i, plan.tree_seqs[i], per_seq)
+                    bar.update(len(plan.tree_seqs[i]))
+
+    def _shared_header(self, group: list[list[_TreeSeq]], *, check: bool = False) -> _Header:
+        """Run once what a group of items shares: for the k-th sequence of every item, their common prefix.
+
+        The prefixes (choice prompts' shots, continuations' shots, ...) form one header tree, packed
+        and run as one row; its KV cache is what every item row of the group then attends to.
+        ``check`` takes half of each sequence's own prefix (one item), to test the header path.
+        """
+        import torch
+
+        starts: list[int] = []
+        tree = PrefixTree()
+        paths: list[list[int]] = []
+        for k in range(max(len(seqs) for seqs in group)):
+            have = [seqs[k].head for seqs in group if len(seqs) > k]
+            prefix = have[0][: len(have[0]) // 2] if check else have[0]
+            for h in have[1:]:
+                prefix = prefix[: common_prefix_length(prefix, h)]
+            if len(have) < 2 and not check:
+                prefix = []  # nobody else to share it with
+            starts.append(len(prefix))
+            paths.append(tree.add(prefix))
+        row = tree.pack()
+        anchors = [row.column[p[-1]] if p else -1 for p in paths]
+        if not len(row):
+            return _Header(row, None, starts, anchors)
+        dtype = next(self.model.parameters()).dtype
+        mask = torch.zeros((1, 1, len(row), len(row)), dtype=dtype)
+        mask.masked_fill_(~torch.from_numpy(row.allowed)[None, None], torch.finfo(dtype).min)
+        out, _ = self._call(
+            torch.from_numpy(row.tokens)[None].to(self.device),
+            mask.to(self.device),
+            position_ids=torch.from_numpy(row.positions)[None].to(self.device),
+            keep=1,
+            use_cache=True,
+            real_tokens=len(row),
+        )
+        past = [(layer[0], layer[1]) for layer in out.past_key_values]
+        return _Header(row, past, starts, anchors)
+
+    def _tree_rows(self, header: _Header | None, items: list[list[_TreeSeq]]) -> list[list[Any]]:
+        """One forward over the packed rows of ``items``; per item, per sequence, its scored log-probs.
+
+        A next-token sequence gets a float64 [1, V] log-softmax row; a continuation gets the float64
+        log-probs of its target tokens and whether each was the argmax (as a pair).
+        """
+        import torch
+        from transformers import DynamicCache
+
+        head_row = header.row if header is not None and header.past is not None else None
+        rows, paths = [], []
+        for seqs in items:
+            tree = PrefixTree(head_row)
+            item_paths = []
+            for k, s in enumerate(seqs):
+                start, anchor = (header.starts[k], header.anchors[k]) if head_row is not None else (0, -1)
+                path = tree.add(s.ids, start, anchor)
+                for q in s.queries:
+                    tree.score(path[q - start])
+                item_paths.append((start, path))
+            rows.append(tree.pack())
+            paths.append(item_paths)
+        H = 0 if head_row is None else len(head_row)
+        B, W = len(rows), max(len(r) for r in rows)
+        keep = max(r.n_scored for r in rows)
+        dtype = next(self.model.parameters()).dtype
+        ids = np.full((B, W), self.pad_id, dtype=np.int64)
+        pos = np.zeros((B, W), dtype=np.int64)
+        allowed = np.zeros((B, W, H + W), dtype=bool)
+        for b, r in enumerate(rows):
+            t = len(r)
+            ids[b, W - t :] = r.tokens
+            pos[b, W - t :] = r.positions
+            allowed[b, W - t :, :H] = r.header_allowed
+            allowed[b, W - t :, H + W - t :] = r.allowed
+            allowed[b, np.arange(W - t), H + np.arange(W - t)] = True  # padding attends to itself
+        mask = torch.zeros((B, 1, W, H + W), dtype=dtype)
+        mask.masked_fill_(~torch.from_numpy(allowed)[:, None], torch.finfo(dtype).min)
+        cache = None
+        if head_row is not None:
+            cache = DynamicCache(
+                ddp_cache_data=[(k.expand(B, -1, -1, -1), v.expand(B, -1, -1, -1)) for k, v in header.past]
+            )
+        _, logits = self._call(
+            torch.from_numpy(ids).to(self.device),
+            mask.to(self.device),
+            position_ids=torch.from_numpy(pos).to(self.device),
+            keep=keep,
+            past=cache,
+            real_tokens=sum(len(r) for r in rows),
+        )
+        # gather every scored position of every sequence into one [N, V] block
+        picks, targets, spans = [], [], []
+        for b, (r, item_paths, seqs) in enumerate(zip(rows, paths, items, strict=True)):
+            item_spans = []
+            for s, (start, path) in zip(seqs, item_paths, strict=True):
+                begin = len(picks)
+                for n, q in enumerate(s.queries):
+                    col = W - len(r) + r.column[path[q - start]]
+                    picks.append((b, keep - (W - col)))
+                    targets.append(s.targets[n] if s.targets is not None else -1)
+                item_spans.append((begin, len(picks)))
+            spans.append(item_spans)
+        picked = logits[
+            torch.tensor([b for b, _ in picks], device=logits.device),
+            torch.tensor([c for _, c in picks], device=logits.device),
+        ]
+        lp = torch_log_softmax64(picked)
+        tgt = torch.tensor(targets, device=lp.device)
+        sel = (tgt >= 0).nonzero().squeeze(1)
+        tok_lp = torch.zeros(len(targets), dtype=torch.float64, device=lp.device)
+        greedy = torch.zeros(len(targets), dtype=torch.bool, device=lp.device)
+        if len(sel):
+            tok_lp[sel] = lp[sel].gather(1, tgt[sel][:, None]).squeeze(1)
+            greedy[sel] = picked[sel].argmax(dim=-1) == tgt[sel]
+        tok_np, greedy_np = tok_lp.cpu().numpy(), greedy.cpu().numpy()
+        out: list[list[Any]] = []
+        for seqs, item_spans in zip(items, spans, strict=True):
+            out.append(
+                [
+                    lp[a:e] if s.targets is None else (tok_np[a:e].copy(), greedy_np[a:e].copy())
+                    for s, (a, e) in zip(seqs, item_spans, strict=True)
                 ]
-                order = [full_pairs[j] for j in _length_order(lengths)]
-                for chunk in _chunks(order, self.batch_size):
-                    scores = self._full_batch([tokenised[i][k] for i, k in chunk])
-                    for (i, k), s in zip(chunk, scores, strict=True):
-                        results[i][k] = s
-                    bar.update(len(chunk))
-        bar.close()
-        return results  # type: ignore[return-value]
+            )
+        return out
+
+    # ------------------------------------------------------------------ the plain path
+
+    def _run_plain(self, plan: _Plan, bar: _Progress) -> None:
+        """lm-eval's way: each request its own left-truncated sequence, length-sorted batches."""
+
+        prompts = plan.plain_prompts
+        for chunk in _chunks([prompts[j] for j in _length_order([len(p[2]) for p in prompts])], self.batch_size):
+            _, logits, _ = self._left_forward([p[2] for p in chunk], 1)
+            lp = torch_log_softmax64(logits[:, -1])
+            for b, (i, j, _ids, trunc, cand) in enumerate(chunk):
+                plan.next_tokens[i][j] = _next_token(lp[b], cand, trunc)
+            bar.update(len(chunk))
+        pairs = plan.plain_pairs
+        lengths = [len(p[3].context) + len(p[3].continuation) for p in pairs]
+        for chunk in _chunks([pairs[j] for j in _length_order(lengths)], self.batch_size):
+            scores = self._full_batch([p[3] for p in chunk])
+            for (i, j, k, _), s in zip(chunk, scores, strict=True):
+                plan.options[i][j][k] = s
+            bar.update(len(chunk))
 
     def _full_batch(self, pairs: Sequence[_Pair]) -> list[ContinuationScore]:
         """Score each (context, continuation) pair with its own sequence, as lm-eval does."""
@@ -418,101 +756,6 @@ class ScoringEngine:
             bounds.append(c)
         lp, greedy = self._score_positions(torch.cat(sel), torch.tensor(tgt, device=self.device))
         return _split(lp, greedy, bounds, truncs)
-
-    def _shared_batch(self, items: Sequence[list[_Pair]]) -> list[list[ContinuationScore]]:
-        """Context once per item, its KV cache expanded over the options, then the option tokens."""
-        import torch
-
-        contexts = [pairs[0].context for pairs in items]
-        need_second = any(len(p.continuation) > 1 for pairs in items for p in pairs)
-        out, first_logits, ctx_mask = self._left_forward(contexts, 1, use_cache=need_second)
-        first_logits = first_logits[:, -1]  # [B, V]: predicts every option's first token
-
-        # rows of the second pass: options with more than one token
-        row_item, row_cont = [], []
-        for i, pairs in enumerate(items):
-            for k, p in enumerate(pairs):
-                if len(p.continuation) > 1:
-                    row_item.append(i)
-                    row_cont.append((k, p.continuation[:-1]))
-        rest: dict[int, Any] = {}  # second-pass row -> logits of its option tokens but the last
-        if row_item:
-            # Expanding the cache costs rows x context tokens of KV memory: run the option rows in
-            # chunks of at most batch_size x max_length cached tokens (one chunk for short prompts).
-            width = max(len(c) for c in contexts)
-            per_chunk = max(1, (self.batch_size * self.max_length) // max(1, width))
-            chunks = list(_chunks(list(range(len(row_item))), per_chunk))
-            base = out.past_key_values
-            for rows in chunks:
-                cache = copy.deepcopy(base) if len(chunks) > 1 else base
-                index = torch.tensor([row_item[r] for r in rows], dtype=torch.long, device=self.device)
-                try:
-                    cache.reorder_cache(index)
-                except (AttributeError, NotImplementedError, TypeError):
-                    self._shared_ok = False  # this cache type cannot be expanded; score in full from now on
-                    return [self._full_batch(pairs) for pairs in items]
-                ids, opt_mask = self._tensor([row_cont[r][1] for r in rows], left=False)
-                mask = torch.cat([ctx_mask.index_select(0, index), opt_mask], dim=1)
-                start = torch.tensor([len(contexts[row_item[r]]) for r in rows], device=self.device)
-                pos = start[:, None] + torch.arange(ids.shape[1], device=self.device)[None, :]
-                _, logits = self._call(ids, mask, position_ids=pos, past=cache, use_cache=True)
-                for j, r in enumerate(rows):
-                    rest[r] = logits[j]
-            self._shared_ok = True
-
-        sel, tgt, bounds, owners = [], [], [], []
-        row_of = {}
-        for r, (i, (k, _)) in enumerate(zip(row_item, row_cont, strict=True)):
-            row_of[(i, k)] = r
-        for i, pairs in enumerate(items):
-            for k, p in enumerate(pairs):
-                c = len(p.continuation)
-                sel.append(first_logits[i : i + 1])
-                if c > 1:
-                    sel.append(rest[row_of[(i, k)]][: c - 1])
-                tgt.extend(p.continuation)
-                bounds.append(c)
-                owners.append(i)
-        lp, greedy = self._score_positions(torch.cat(sel), torch.tensor(tgt, device=self.device))
-        flat = _split(lp, greedy, bounds, [0] * len(bounds))
-        result: list[list[ContinuationScore]] = [[] for _ in items]
-        for i, s in zip(owners, flat, strict=True):
-            result[i].append(s)
-        return result
-
-    # ------------------------------------------------------------------ next token
-
-    def next_token(
-        self, prompts: Sequence[str], candidates: Sequence[Sequence[int]] | None = None
-    ) -> list[NextToken]:
-        """Log-probs over the vocabulary after each prompt; candidate ids are looked up in full-vocab log-probs."""
-        import torch
-
-        if candidates is not None and len(candidates) != len(prompts):
-            raise CalibenchError(f"{len(candidates)} candidate lists for {len(prompts)} prompts")
-        encoded = []
-        for ids in self.encode_many(prompts):
-            ids = ids or [self.prefix_token_id]
-            encoded.append((ids[-self.max_length :], max(0, len(ids) - self.max_length)))
-        results: list[NextToken | None] = [None] * len(prompts)
-        order = _length_order([len(e[0]) for e in encoded])
-        bar = _Progress(self.progress, len(prompts), "next token")
-        with torch.inference_mode():
-            for chunk in _chunks(order, self.batch_size):
-                _, logits, _ = self._left_forward([encoded[i][0] for i in chunk], 1)
-                lp = torch.log_softmax(logits[:, -1].to(torch.float64), dim=-1)
-                top_lp, top_id = lp.max(dim=-1)
-                for b, i in enumerate(chunk):
-                    cand = list(candidates[i]) if candidates is not None else []
-                    cand_lp = (
-                        lp[b, torch.tensor(cand, dtype=torch.long, device=lp.device)].cpu().numpy()
-                        if cand
-                        else np.zeros(0, dtype=np.float64)
-                    )
-                    results[i] = NextToken(int(top_id[b]), float(top_lp[b]), cand_lp, encoded[i][1])
-                bar.update(len(chunk))
-        bar.close()
-        return results  # type: ignore[return-value]
 
     # ------------------------------------------------------------------ greedy decoding
 
