@@ -473,3 +473,18 @@ def test_choice_and_continuations_prefetched_as_one_tree(loaded) -> None:
             np.testing.assert_allclose(a["probs"], b["probs"], atol=1e-6, rtol=0)
             assert a["correct"] == b["correct"]
     methods.clear_cache()
+
+
+def test_packed_scoring_with_eager_attention(tiny_model_dir: Path) -> None:  # noqa: F811
+    """Eager attention adds the mask to the scores: the float mask must work there too."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, attn_implementation="eager").eval()
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    assert model.config._attn_implementation == "eager"
+    items = shot_items(seed=7, n=8, shots=2)
+    eng = ScoringEngine(model, tokenizer, batch_size=3, max_length=256, progress=False)
+    got = eng.score_items(items)
+    assert eng._tree_ok is True
+    plain = ScoringEngine(model, tokenizer, batch_size=3, max_length=256, progress=False, shared_prefix=False)
+    assert_same_scores(got, plain.score_items(items))

@@ -616,12 +616,9 @@ class ScoringEngine:
         anchors = [row.column[p[-1]] if p else -1 for p in paths]
         if not len(row):
             return _Header(row, None, starts, anchors)
-        dtype = next(self.model.parameters()).dtype
-        mask = torch.zeros((1, 1, len(row), len(row)), dtype=dtype)
-        mask.masked_fill_(~torch.from_numpy(row.allowed)[None, None], torch.finfo(dtype).min)
         out, _ = self._call(
             torch.from_numpy(row.tokens)[None].to(self.device),
-            mask.to(self.device),
+            self._additive_mask(row.allowed[None]),
             position_ids=torch.from_numpy(row.positions)[None].to(self.device),
             keep=1,
             use_cache=True,
@@ -629,6 +626,18 @@ class ScoringEngine:
         )
         past = [(layer[0], layer[1]) for layer in out.past_key_values]
         return _Header(row, past, starts, anchors)
+
+    def _additive_mask(self, allowed: np.ndarray) -> Any:
+        """[B, Q, K] booleans -> the [B, 1, Q, K] float mask (0 or the dtype's min) attention adds.
+
+        Float, not bool: eager attention adds the mask to the scores, and sdpa accepts either.
+        """
+        import torch
+
+        dtype = next(self.model.parameters()).dtype
+        mask = torch.zeros((allowed.shape[0], 1, *allowed.shape[1:]), dtype=dtype)
+        mask.masked_fill_(~torch.from_numpy(allowed)[:, None], torch.finfo(dtype).min)
+        return mask.to(self.device)
 
     def _tree_rows(self, header: _Header | None, items: list[list[_TreeSeq]]) -> list[list[Any]]:
         """One forward over the packed rows of ``items``; per item, per sequence, its scored log-probs.
@@ -655,7 +664,6 @@ class ScoringEngine:
         H = 0 if head_row is None else len(head_row)
         B, W = len(rows), max(len(r) for r in rows)
         keep = max(r.n_scored for r in rows)
-        dtype = next(self.model.parameters()).dtype
         ids = np.full((B, W), self.pad_id, dtype=np.int64)
         pos = np.zeros((B, W), dtype=np.int64)
         allowed = np.zeros((B, W, H + W), dtype=bool)
@@ -666,8 +674,6 @@ class ScoringEngine:
             allowed[b, W - t :, :H] = r.header_allowed
             allowed[b, W - t :, H + W - t :] = r.allowed
             allowed[b, np.arange(W - t), H + np.arange(W - t)] = True  # padding attends to itself
-        mask = torch.zeros((B, 1, W, H + W), dtype=dtype)
-        mask.masked_fill_(~torch.from_numpy(allowed)[:, None], torch.finfo(dtype).min)
         cache = None
         if head_row is not None:
             cache = DynamicCache(
@@ -675,7 +681,7 @@ class ScoringEngine:
             )
         _, logits = self._call(
             torch.from_numpy(ids).to(self.device),
-            mask.to(self.device),
+            self._additive_mask(allowed),
             position_ids=torch.from_numpy(pos).to(self.device),
             keep=keep,
             past=cache,
