@@ -196,13 +196,14 @@ def test_greedy_cuts_at_stop_string(loaded) -> None:
     assert cut.token_ids == free.token_ids[: len(cut.token_ids)]
 
 
-def test_tokenizer_without_pad_token_gets_eos_as_pad(tiny_model_dir: Path) -> None:  # noqa: F811
+def test_tokenizer_without_pad_token_pads_with_eos_and_is_left_alone(tiny_model_dir: Path) -> None:  # noqa: F811
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     assert tokenizer.pad_token_id is None
     eng = ScoringEngine(AutoModelForCausalLM.from_pretrained(tiny_model_dir), tokenizer, progress=False)
-    assert tokenizer.pad_token_id == tokenizer.eos_token_id
+    assert eng.pad_id == tokenizer.eos_token_id
+    assert tokenizer.pad_token_id is None  # the caller's tokenizer is not changed
     scores = eng.score_options([("Q: a", [" b", " c d e"]), ("Question: longer context here", [" x", " y"])])
     assert all(np.isfinite(s.token_logprobs).all() for row in scores for s in row)
 
