@@ -168,9 +168,11 @@ def model_tokens(model: Any, tok: Any, task: Any, *, num_fewshot: int, batch_siz
 
     The per-request count is lm-eval's work for the same requests (one forward per letter prompt,
     shared by its four one-token letters, and one per option), counted by the engine with
-    ``shared_prefix=False``. Their ratio bounds the wall-time ratio on a compute-bound machine.
+    ``shared_prefix=False``. Their ratio bounds the wall-time ratio on a compute-bound machine, and
+    ``best_possible_ratio`` bounds what any exact implementation could reach.
     """
     from calibench.models.engine import ScoringEngine
+    from calibench.models.tree import PrefixTree
 
     clear()
     before = engine.forward_tokens
@@ -180,8 +182,18 @@ def model_tokens(model: Any, tok: Any, task: Any, *, num_fewshot: int, batch_siz
     choice, cont = C.prompts_for(task, num_fewshot)
     plain.next_token(choice)
     plain.score_options(cont)
+    # Every distinct prefix of every model input needs its own forward position at least once: the
+    # size of the prefix tree over all inputs is the least work any exact implementation can do.
+    every = PrefixTree()
+    for ids in plain.encode_many(choice):
+        every.add(ids)
+    for pairs in plain._encode_items(cont):
+        for p in pairs:
+            every.add((p.context + p.continuation)[:-1])
+    least = len(every.tokens)
     return {"calibench": ours, "per_request": plain.forward_tokens,
-            "ratio": round(plain.forward_tokens / max(1, ours), 2)}
+            "ratio": round(plain.forward_tokens / max(1, ours), 2),
+            "distinct_prefixes": least, "best_possible_ratio": round(plain.forward_tokens / max(1, least), 2)}
 
 
 DEFAULTS = {  # (mc items, mmlu items, repeats); smollm2 is ~15x slower per token than tiny10m here

@@ -43,7 +43,8 @@ def test_vs_lm_eval_numbers_agree(small_model, tmp_path: Path) -> None:
         assert res["loglik_agree_1e-4"], res["max_abs_diff"]
         assert res["accuracy_equal"] and res["is_greedy_equal"]
         assert res["option_tokens_max"] > 1  # multi-token options, so the shared-prefix path is exercised
-        assert 0 < res["model_tokens"]["calibench"] < res["model_tokens"]["per_request"]
+        tokens = res["model_tokens"]
+        assert 0 < tokens["distinct_prefixes"] <= tokens["calibench"] < tokens["per_request"]
 
 
 def test_mmlu_files_have_the_original_layout(tmp_path: Path) -> None:
