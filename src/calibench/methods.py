@@ -381,9 +381,9 @@ def prefetch(engine: Any, task: Any, methods: Sequence[str], *, tokenizer: Any =
              options: Mapping[str, Any] | None = None) -> None:
     """Run the passes of several methods in one engine call, before the methods read them.
 
-    choice and continuation-* on one item share the question: scored together, each item's choice
-    prompt and continuation sequences form one prefix tree (``ScoringEngine.score_items``), and the
-    question, the few-shot shots and "Answer:" run once instead of once per request.
+    Scored together (``ScoringEngine.score_items``), each item's choice prompt and option sequences
+    go in one packed row, so there is one forward per batch of items instead of one per method
+    family. Whatever they share (the options' context, few-shot shots across items) runs once.
     """
     wanted = set(methods)
     if getattr(task, "kind", None) != "mc" or "choice" not in wanted or not wanted & set(CONTINUATION_METHODS):
@@ -395,7 +395,10 @@ def prefetch(engine: Any, task: Any, methods: Sequence[str], *, tokenizer: Any =
     opts = MethodOptions.from_mapping(options)
     tok = _tokenizer(engine, tokenizer)
     key = _task_key(task, opts)
-    store = _CACHE.get(engine, {})
+    try:
+        store = _CACHE.get(engine, {})
+    except TypeError:  # an engine that cannot be weakly referenced: nothing is cached, nothing to share
+        return
     if ("choice",) + key in store and ("options",) + key in store:
         return
     prompts, cands, variants = _choice_requests(engine, task, tok, opts)
