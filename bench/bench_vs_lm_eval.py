@@ -90,9 +90,14 @@ def compare(model: Any, tok: Any, task: Any, *, num_fewshot: int, batch_size: in
     def lm_sum() -> list[tuple[float, bool]]:
         return hflm.loglikelihood(options, disable_tqdm=True)
 
+    full_tokens: list[int] = []  # model tokens of each timed full run
+
     def cb_full() -> dict[str, list[dict]]:  # what run_eval does for these four methods
+        before = engine.forward_tokens
         prefetch(engine, task, FULL_METHODS, options=opts)
-        return {m: METHODS[m](engine, task, options=opts) for m in FULL_METHODS}
+        out = {m: METHODS[m](engine, task, options=opts) for m in FULL_METHODS}
+        full_tokens.append(engine.forward_tokens - before)
+        return out
 
     def cb_sum() -> dict[str, list[dict]]:
         return {"continuation-sum": METHODS["continuation-sum"](engine, task, options=opts)}
@@ -109,8 +114,7 @@ def compare(model: Any, tok: Any, task: Any, *, num_fewshot: int, batch_size: in
             values[name] = fn()
             times[name].append(time.perf_counter() - start)
     best = {k: min(v) for k, v in times.items()}
-    tokens = model_tokens(model, tok, task, num_fewshot=num_fewshot, batch_size=batch_size, engine=engine,
-                          run=cb_full, clear=lambda: clear_cache(engine))
+    tokens = model_tokens(model, tok, task, num_fewshot=num_fewshot, batch_size=batch_size, ours=full_tokens[-1])
 
     # --- agreement
     n_letters = len(letters)
@@ -162,9 +166,8 @@ def compare(model: Any, tok: Any, task: Any, *, num_fewshot: int, batch_size: in
     }
 
 
-def model_tokens(model: Any, tok: Any, task: Any, *, num_fewshot: int, batch_size: int, engine: Any,
-                 run: Any, clear: Any) -> dict[str, Any]:
-    """Real tokens through the model: calibench's full run vs every request as its own sequence.
+def model_tokens(model: Any, tok: Any, task: Any, *, num_fewshot: int, batch_size: int, ours: int) -> dict[str, Any]:
+    """Real tokens through the model: calibench's full run (``ours``) vs every request as its own sequence.
 
     The per-request count is lm-eval's work for the same requests (one forward per letter prompt,
     shared by its four one-token letters, and one per option), counted by the engine with
@@ -174,10 +177,6 @@ def model_tokens(model: Any, tok: Any, task: Any, *, num_fewshot: int, batch_siz
     from calibench.models.engine import ScoringEngine
     from calibench.models.tree import PrefixTree
 
-    clear()
-    before = engine.forward_tokens
-    run()
-    ours = engine.forward_tokens - before
     plain = ScoringEngine(model, tok, batch_size=batch_size, progress=False, shared_prefix=False)
     choice, cont = C.prompts_for(task, num_fewshot)
     plain.next_token(choice)

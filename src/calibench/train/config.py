@@ -7,7 +7,10 @@ width, depth, heads and context change. Lab names state the parameter count with
 
 from __future__ import annotations
 
+import os
+import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from calibench.errors import CalibenchError
 
@@ -92,6 +95,14 @@ def checkpoint_steps(total: int, first: int = 16) -> list[int]:
         s *= 2
     steps.append(total)
     return steps
+
+
+def begin_stage(out_dir: str | os.PathLike[str]) -> tuple[Path, float]:
+    """What every training stage does first: quiet logs, create ``out_dir``, start the clock."""
+    quiet_transformers()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    return out, time.perf_counter()
 
 
 def quiet_transformers() -> None:

@@ -23,7 +23,7 @@ from typing import Any
 from calibench.errors import CalibenchError
 from calibench.io import write_json
 from calibench.threads import torch_threads
-from calibench.train.config import quiet_transformers
+from calibench.train.config import begin_stage
 from calibench.train.sft import load_base, quiet_trainer, trainer_common
 
 
@@ -97,10 +97,7 @@ def run_reward(
     import torch
     from trl import RewardConfig, RewardTrainer
 
-    quiet_transformers()
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    started = time.perf_counter()
+    out, started = begin_stage(out_dir)
     with torch_threads(settings.threads):
         model, tokenizer = load_base(base, device=settings.device, kind="reward")
         args = RewardConfig(**trainer_common(out, settings, epochs=settings.epochs), max_length=settings.max_length)
@@ -136,10 +133,7 @@ def run_rl(
     """RLOO for ``settings.steps`` steps on the prompts of ``rows``, rewarded by ``reward_model``."""
     from trl import RLOOConfig, RLOOTrainer
 
-    quiet_transformers()
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    started = time.perf_counter()
+    out, started = begin_stage(out_dir)
     if settings.batch_size % settings.num_generations:
         raise CalibenchError(
             f"batch size {settings.batch_size} must be a multiple of num_generations {settings.num_generations}"
@@ -185,10 +179,7 @@ def run_dpo(
     """DPO against a frozen copy of ``base`` (passed explicitly as ``ref_model``)."""
     from trl import DPOConfig, DPOTrainer
 
-    quiet_transformers()
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    started = time.perf_counter()
+    out, started = begin_stage(out_dir)
     with torch_threads(settings.threads):
         model, tokenizer = load_base(base, device=settings.device)
         ref_model, _ = load_base(base, device=settings.device)

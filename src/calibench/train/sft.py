@@ -23,7 +23,7 @@ from typing import Any
 from calibench.errors import CalibenchError
 from calibench.io import write_json
 from calibench.threads import torch_threads
-from calibench.train.config import quiet_transformers
+from calibench.train.config import begin_stage
 
 # GPT-NeoX module names; LoRA on every linear layer (QLoRA's recommendation) works best on tiny models.
 NEOX_LORA_TARGETS = ["query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h"]
@@ -124,10 +124,7 @@ def run_sft(
         raise CalibenchError(f"--epochs must be >= 1, got {settings.epochs}")
     if not data:
         raise CalibenchError("no instruction data")
-    quiet_transformers()
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    started = time.perf_counter()
+    out, started = begin_stage(out_dir)
     with torch_threads(settings.threads):
         model, tokenizer = load_base(base, device=settings.device)
         peft_config = None
