@@ -489,3 +489,24 @@ def test_packed_scoring_with_eager_attention(tiny_model_dir: Path) -> None:  # n
     assert eng._tree_ok is True
     plain = ScoringEngine(model, tokenizer, batch_size=3, max_length=256, progress=False, shared_prefix=False)
     assert_same_scores(got, plain.score_items(items))
+
+
+def test_packed_scoring_in_bfloat16(tiny_model_dir: Path) -> None:  # noqa: F811
+    """A 16-bit model: the mask takes the weights' dtype and packed rows agree to bfloat16 precision."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.bfloat16).eval()
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    items = shot_items(seed=7, n=8, shots=2)
+    eng = ScoringEngine(model, tokenizer, batch_size=3, max_length=256, progress=False)
+    got = eng.score_items(items)
+    assert eng._tree_ok is True
+    plain = ScoringEngine(model, tokenizer, batch_size=3, max_length=256, progress=False, shared_prefix=False)
+    for a, b in zip(got, plain.score_items(items), strict=True):
+        for x, y in zip(a.options[0], b.options[0], strict=True):
+            np.testing.assert_allclose(x.token_logprobs, y.token_logprobs, atol=2e-2, rtol=0)
+
+
+def test_score_items_rejects_mismatched_candidates(loaded) -> None:
+    with pytest.raises(CalibenchError, match="1 candidate lists for 2 prompts"):
+        engine(loaded).score_items([ItemRequest(prompts=["the cat", "the dog"], candidates=[[3]])])
