@@ -1,0 +1,66 @@
+"""``score``: the one place where tasks x methods become contract records.
+
+This is the seam between the scoring side (engine -> methods) and everything that consumes records
+(a run folder, a study unit, a benchmark). It yields record chunks as they are produced, so a caller
+can stream them to disk (CLM runs have one record per token) or keep them in memory; it never
+writes files and never re-reads what it produced.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+
+from calibench.errors import CalibenchError
+from calibench.methods import METHODS, MethodOptions, clear_cache, iter_token_records, prefetch
+from calibench.records import COLUMNS, make_records
+
+
+@dataclass(frozen=True)
+class RecordChunk:
+    """Contract records of one (task, method) unit; ``last`` marks the unit's final chunk."""
+
+    task: Any
+    method: str
+    frame: pd.DataFrame  # every records.COLUMNS column, model and revision filled in
+    last: bool
+
+
+def _finish(frame: pd.DataFrame, model_id: str, revision: str) -> pd.DataFrame:
+    frame = frame.copy()
+    frame["model"] = model_id
+    frame["revision"] = revision
+    frame["label"] = frame["label"].astype("Int64")
+    return frame[list(COLUMNS)]
+
+
+def score(engine: Any, units: Sequence[tuple[Any, str]], *, tokenizer: Any, options: MethodOptions,
+          model_id: str, revision: str) -> Iterator[RecordChunk]:
+    """Run every (task, method) unit on ``engine`` and yield its records.
+
+    Passes that several methods of one task share (the choice prompt and the option continuations)
+    run once. A unit that produces no record is an error.
+    """
+    try:
+        for task, method in units:
+            if method == "token":
+                frames = iter_token_records(engine, task, tokenizer=tokenizer, options=options)
+            else:
+                together = [m for t, m in units if t is task]
+                prefetch(engine, task, together, tokenizer=tokenizer, options=options)
+                frames = iter([make_records(METHODS[method](engine, task, tokenizer=tokenizer, options=options))])
+            pending = None
+            for frame in frames:
+                if len(frame) == 0:
+                    continue
+                if pending is not None:
+                    yield RecordChunk(task, method, _finish(pending, model_id, revision), last=False)
+                pending = frame
+            if pending is None:
+                raise CalibenchError(f"task '{task.name}' method '{method}' produced no records")
+            yield RecordChunk(task, method, _finish(pending, model_id, revision), last=True)
+    finally:
+        clear_cache(engine)
