@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from calibench.report.findings import (
+from calibench.study.findings import (
     AGREE,
     CLAIMS,
     DISAGREE,
@@ -24,7 +24,8 @@ from calibench.report.findings import (
     combine,
     evaluate_claims,
 )
-from calibench.report.html import build_report, load_study_data
+from calibench.study.report import build_report
+from calibench.study.results import load_study_data
 from calibench.study.runner import run
 
 EVIL = "<script>alert(1)</script>"

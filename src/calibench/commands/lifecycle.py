@@ -17,8 +17,8 @@ def lifecycle_cmd(
     """World -> pretraining (3 sizes, checkpoints) -> SFT full/LoRA x diverse/narrow -> reward, RL, DPO,
     every stage evaluated on lab CLM, facts and MC with every method, then the HTML report."""
     from calibench.errors import CalibenchError
-    from calibench.report.html import build_report
     from calibench.study.lifecycle import write_lifecycle_study
+    from calibench.study.report import build_report
     from calibench.study.runner import run
 
     preset = "quick" if quick else "default"

@@ -71,7 +71,7 @@ def report_cmd(
     out: Path = typer.Option(None, "--out", help="HTML file (default STUDY_DIR/report.html)."),
 ) -> None:
     """Write one self-contained HTML report of a study (figures embedded, readable offline)."""
-    from calibench.report.html import build_report
+    from calibench.study.report import build_report
 
     path = build_report(study_dir, out)
     typer.echo(str(path))

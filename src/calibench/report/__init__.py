@@ -1,4 +1,4 @@
-"""calibench.report: reliability diagrams (data in ``diagrams``, drawing in ``plots``).
+"""calibench.report: diagrams and drawing only (data in ``diagrams``, drawing in ``plots`` and ``lines``).
 
 Compute a diagram once (``reliability_diagram``, ``smooth_reliability_diagram``), keep its numbers
 (``to_dict()``), draw it alone (``plot_reliability``, ``plot_smooth``) or next to others

@@ -48,6 +48,7 @@ METRIC_NAMES: tuple[str, ...] = (
 RECIPES: tuple[str, ...] = ("world", "pretrain", "sft", "reward", "rl", "dpo", "synthetic")
 STAGES: tuple[str, ...] = ("pretrained", "base", "sft", "rl", "dpo")
 TUNINGS: tuple[str, ...] = ("full", "lora")
+DEFAULT_REPORT_METRICS: tuple[str, ...] = ("accuracy", "ece", "ace", "sce", "brier", "nll", "auroc")
 DEFAULT_SETTINGS: dict[str, Any] = {
     "seed": 0, "limit": None, "num_fewshot": 0, "chat_template": False, "n_bins": 10,
     "bootstrap": 1000, "batch_size": 8, "device": "cpu", "threads": None,

@@ -132,7 +132,7 @@ class Finding:
 # -- comparisons: which unit pairs each claim looks at ---------------------------------------------------
 
 
-def _final(units: list[EvalUnit]) -> dict[tuple[str, str], EvalUnit]:
+def final_revisions(units: list[EvalUnit]) -> dict[tuple[str, str], EvalUnit]:
     """(model, task) -> the model's last revision on that task (last epoch or step, else last listed)."""
     out: dict[tuple[str, str], EvalUnit] = {}
     for u in units:
@@ -150,12 +150,12 @@ def _order(u: EvalUnit) -> float:
     return 0.0
 
 
-def _base_models(units: list[EvalUnit]) -> list[EvalUnit]:
+def base_models(units: list[EvalUnit]) -> list[EvalUnit]:
     return [u for u in units if u.labels.get("stage") in ("pretrained", "base") and not u.labels.get("base")]
 
 
 def cmp_scale(units: list[EvalUnit]) -> list[Pair]:
-    final = _final([u for u in _base_models(units) if u.labels.get("params")])
+    final = final_revisions([u for u in base_models(units) if u.labels.get("params")])
     pairs = []
     for task in sorted({t for _, t in final}):
         cands = sorted((u for (_, t), u in final.items() if t == task), key=lambda u: u.labels["params"])
@@ -178,7 +178,7 @@ def cmp_dynamics(units: list[EvalUnit]) -> list[Pair]:
 
 
 def _parents(units: list[EvalUnit], stages: tuple[str, ...]) -> list[Pair]:
-    final = _final(units)
+    final = final_revisions(units)
     pairs = []
     for (model, task), u in final.items():
         parent = u.labels.get("base")
@@ -222,7 +222,7 @@ def _sft_contrast(units: list[EvalUnit], field_name: str, a_value: str, b_value:
             if (a.labels.get(field_name) == a_value and a.task == b.task and a.revision == b.revision
                     and all(a.labels.get(f) == b.labels.get(f) for f in same)):
                 pairs.append(Pair(a, b, f"{a.name} vs {b.name}"))
-    final = {(u.model, u.task): u for u in _final(sft).values()}
+    final = {(u.model, u.task): u for u in final_revisions(sft).values()}
     return [p for p in pairs if final.get((p.b.model, p.b.task)) is p.b]
 
 
