@@ -162,3 +162,68 @@ def test_lifecycle_study_plans(tmp_path: Path, preset: str) -> None:
     stages = {u.spec["labels"]["stage"] for u in evals}
     assert stages == {"pretrained", "sft", "rl", "dpo"}
     assert {u.spec["task"] for u in evals} == {"lab-clm", "lab-facts", "lab-mc"}
+
+
+def test_method_and_metric_names_are_the_registries() -> None:
+    from calibench.methods import METHODS
+    from calibench.metrics import METRICS
+    from calibench.study.schema import METHOD_NAMES, METRIC_NAMES
+
+    assert tuple(METHODS) == METHOD_NAMES
+    assert tuple(METRICS) == METRIC_NAMES
+    assert "smooth_ece" in METRIC_NAMES and "p-true" in METHOD_NAMES
+
+
+def test_methods_all_means_every_registered_method(tmp_path: Path) -> None:
+    from calibench.methods import METHODS
+
+    study = load_study(_write(tmp_path, {**GOOD, "methods": "all"}))
+    assert study.tasks[0].methods == tuple(METHODS)
+
+
+def test_metrics_default_and_order(tmp_path: Path) -> None:
+    assert load_study(_write(tmp_path, GOOD)).metrics == ("accuracy", "ece", "ace", "sce", "brier", "nll", "auroc")
+    assert load_study(_write(tmp_path, {**GOOD, "metrics": ["mce", "ece", "mce"]})).metrics == ("mce", "ece")
+
+
+@pytest.mark.parametrize("device", ["mps", "cuda:x", "gpu", 3])
+def test_study_device_follows_the_eval_rule(tmp_path: Path, device: object) -> None:
+    from calibench.models.devices import device_problem
+
+    problem = device_problem(device)
+    assert problem is not None and problem.startswith("must be cpu, cuda, cuda:N or auto, got ")
+    with pytest.raises(CalibenchError) as err:
+        load_study(_write(tmp_path, {**GOOD, "settings": {"device": device}}))
+    assert str(err.value) == f"study.yaml: settings.device: {problem}"
+
+
+@pytest.mark.parametrize("device", ["cpu", "cuda", "cuda:1", "auto"])
+def test_study_accepts_the_eval_devices(tmp_path: Path, device: str) -> None:
+    from calibench.models.devices import device_problem
+
+    assert device_problem(device) is None
+    assert load_study(_write(tmp_path, {**GOOD, "settings": {"device": device}})).settings["device"] == device
+
+
+def test_cli_eval_refuses_mps_like_a_study(tmp_path: Path) -> None:
+    proc = subprocess.run([sys.executable, "-m", "calibench.cli", "eval", "--model-args", "pretrained=x",
+                           "--tasks", "world-mc", "--out", str(tmp_path / "o"), "--device", "mps"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert "--device must be cpu, cuda, cuda:N or auto, got 'mps'" in proc.stderr
+
+
+def test_unknown_field_lists_the_schema_keys(tmp_path: Path) -> None:
+    with pytest.raises(CalibenchError) as err:
+        load_study(_write(tmp_path, {**GOOD, "models": [{"name": "m1", "synthetic": {"skil": 0.5}}]}))
+    assert str(err.value) == ("study.yaml: models[0].synthetic.skil: unknown field "
+                              "(allowed: seed, sharpness, skill)")
+
+
+def test_synthetic_defaults_keep_their_types(tmp_path: Path) -> None:
+    """Unit keys hash these values: a default seed stays the int 0, a given one becomes a float."""
+    models = load_study(_write(tmp_path, {**GOOD, "models": [{"name": "a", "synthetic": {}},
+                                                             {"name": "b", "synthetic": {"seed": 2}}]})).models
+    assert models[0].synthetic == {"skill": 0.6, "sharpness": 1.0, "seed": 0}
+    assert isinstance(models[0].synthetic["seed"], int)
+    assert models[1].synthetic["seed"] == 2.0 and isinstance(models[1].synthetic["seed"], float)

@@ -91,8 +91,10 @@ def eval_command(
 
     if model != "hf":
         raise CalibenchError(f"--model '{model}' is not supported (use --model hf)")
-    if device not in ("cpu", "cuda", "auto") and not device.startswith("cuda:"):
-        raise CalibenchError(f"--device must be cpu, cuda, cuda:N or auto, got '{device}'")
+    from calibench.models.devices import device_problem
+
+    if (problem := device_problem(device)) is not None:
+        raise CalibenchError(f"--device {problem}")
     with torch_threads(threads):
         result = run_eval(
             model_args, _split(tasks, "tasks"), methods, out,

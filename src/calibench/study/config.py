@@ -10,7 +10,7 @@ The schema (documented in docs/study.md)::
                bootstrap: 1000, batch_size: 8, device: cpu}
     resources: {num_cpus: 1, num_gpus: 0}   # per unit, for the Ray executor
     methods: [choice, continuation-sum]     # default method set of every task
-    metrics: [ece, sce]                     # metrics the report leads with
+    metrics: [ece, sce]                     # metrics the report's tables show
     tasks:                                  # names, or mappings with per-task options
       - world-mc
       - {name: world-facts, methods: [first-token, sequence], limit: 100}
@@ -23,7 +23,10 @@ The schema (documented in docs/study.md)::
       - {name: demo, synthetic: {skill: 0.6, sharpness: 1.5}}   # simulated model, for tests/demos
 
 Exactly one of ``pretrained`` (hub id, local folder or built-in name), ``train`` (a train entry) or
-``synthetic`` (a simulated model with a known calibration curve) gives a model's weights.
+``synthetic`` (a simulated model with a known calibration curve) gives a model's weights. The schema
+itself (types, ranges, unknown keys) is declared in ``calibench.study.schema``; this module reads the
+file, resolves cross-references (``base:``, ``train:``, ``after:``, per-model ``tasks:``) and returns
+the frozen ``Study`` the planner expands.
 """
 
 from __future__ import annotations
@@ -35,28 +38,34 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from pydantic import ValidationError
 
 from calibench.errors import CalibenchError
+from calibench.study.schema import (
+    DEFAULT_REPORT_METRICS,
+    DEFAULT_SETTINGS,
+    METHOD_NAMES,
+    METRIC_NAMES,
+    RECIPES,
+    STAGES,
+    TUNINGS,
+    ModelSpec,
+    StudySpec,
+    SyntheticSpec,
+    TaskSpec,
+    TrainSpec,
+    schema_error,
+)
 
-METHOD_NAMES: tuple[str, ...] = (
-    "choice", "continuation-sum", "continuation-mean", "continuation-min",
-    "first-token", "sequence", "p-true", "token",
-)
-METRIC_NAMES: tuple[str, ...] = (
-    "accuracy", "ece", "ace", "mce", "rmsce", "sce", "brier", "brier_top", "nll", "auroc", "aurc", "smooth_ece",
-)
-RECIPES: tuple[str, ...] = ("world", "pretrain", "sft", "reward", "rl", "dpo", "synthetic")
-STAGES: tuple[str, ...] = ("pretrained", "base", "sft", "rl", "dpo")
-TUNINGS: tuple[str, ...] = ("full", "lora")
-DEFAULT_REPORT_METRICS: tuple[str, ...] = ("accuracy", "ece", "ace", "sce", "brier", "nll", "auroc")
-DEFAULT_SETTINGS: dict[str, Any] = {
-    "seed": 0, "limit": None, "num_fewshot": 0, "chat_template": False, "n_bins": 10,
-    "bootstrap": 1000, "batch_size": 8, "device": "cpu", "threads": None,
-}
+__all__ = [
+    "DEFAULT_REPORT_METRICS", "DEFAULT_RESOURCES", "DEFAULT_SETTINGS", "EXECUTION_ONLY", "METHOD_NAMES",
+    "METRIC_NAMES", "RECIPES", "STAGES", "TUNINGS", "ModelEntry", "Study", "TaskEntry", "TrainEntry",
+    "load_study", "parse_study", "revision_epoch", "revision_step",
+]
+
 # Settings that change how fast a unit runs but not its numbers; they stay out of unit keys.
 EXECUTION_ONLY: frozenset[str] = frozenset({"batch_size", "device", "threads"})
 DEFAULT_RESOURCES: dict[str, float] = {"num_cpus": 1.0, "num_gpus": 0.0}
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 
 
 @dataclass(frozen=True)
@@ -113,7 +122,7 @@ class Study:
     description: str
     settings: Mapping[str, Any]
     resources: Mapping[str, float]
-    metrics: tuple[str, ...]
+    metrics: tuple[str, ...]           # the metrics the report's tables show, in this order
     tasks: tuple[TaskEntry, ...]
     train: tuple[TrainEntry, ...]
     models: tuple[ModelEntry, ...]
@@ -148,289 +157,86 @@ def parse_study(raw: Any, path: Path) -> Study:
     ctx = _Ctx(path)
     if not isinstance(raw, dict):
         raise ctx.error("", "a study file must be a mapping with at least 'name', 'tasks' and 'models'")
-    _no_unknown(ctx, "", raw, {"name", "description", "settings", "resources", "methods", "metrics", "tasks",
-                               "train", "models"})
-    name = _name(ctx, "name", raw.get("name"))
-    description = _opt_str(ctx, "description", raw.get("description")) or ""
-    settings = _settings(ctx, raw.get("settings"))
-    resources = {**DEFAULT_RESOURCES, **_resources(ctx, "resources", raw.get("resources"))}
-    default_methods = _methods(ctx, "methods", raw["methods"]) if "methods" in raw else None
-    metrics = _metrics(ctx, raw.get("metrics"))
-    tasks = _tasks(ctx, raw.get("tasks"), default_methods)
-    train = _train(ctx, raw.get("train"))
-    models = _models(ctx, raw.get("models"), {t.name: t for t in train}, {t.name for t in tasks}, path)
-    return Study(name=name, path=path, description=description, settings=settings, resources=resources,
-                 metrics=metrics, tasks=tasks, train=train, models=models)
+    try:
+        spec = StudySpec.model_validate(raw)
+    except ValidationError as err:
+        raise ctx.error(*schema_error(err)) from None
+    tasks = _tasks(ctx, spec.tasks, spec.methods)
+    train = _train(ctx, spec.train)
+    models = _models(ctx, spec.models, {t.name: t for t in train}, {t.name for t in tasks}, path)
+    return Study(name=spec.name, path=path, description=spec.description or "", settings=spec.settings.model_dump(),
+                 resources={**DEFAULT_RESOURCES, **spec.resources.given()}, metrics=spec.metrics, tasks=tasks,
+                 train=train, models=models)
 
 
-def _no_unknown(ctx: _Ctx, where: str, obj: Mapping[str, Any], allowed: set[str]) -> None:
-    for key in obj:
-        if key not in allowed:
-            prefix = f"{where}." if where else ""
-            raise ctx.error(f"{prefix}{key}", f"unknown field (allowed: {', '.join(sorted(allowed))})")
+# -- cross-references (the schema checked each value on its own) --------------------------------------------
 
 
-def _name(ctx: _Ctx, where: str, value: Any) -> str:
-    if value is None:
-        raise ctx.error(where, "is required")
-    if not isinstance(value, str) or not _NAME_RE.match(value):
-        raise ctx.error(where, f"must be a name of letters, digits, '.', '_', '+' or '-', got {value!r}")
-    return value
-
-
-def _opt_str(ctx: _Ctx, where: str, value: Any) -> str | None:
-    if value is None:
-        return None
-    if not isinstance(value, str) or not value.strip():
-        raise ctx.error(where, f"must be a non-empty string, got {value!r}")
-    return value
-
-
-def _int(ctx: _Ctx, where: str, value: Any, *, minimum: int, allow_none: bool = False) -> int | None:
-    if value is None and allow_none:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ctx.error(where, f"must be an integer >= {minimum}, got {value!r}")
-    return value
-
-
-def _number(ctx: _Ctx, where: str, value: Any, *, minimum: float = 0.0) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < minimum:
-        raise ctx.error(where, f"must be a number >= {minimum:g}, got {value!r}")
-    return float(value)
-
-
-_SUFFIX = {"": 1.0, "k": 1e3, "m": 1e6, "b": 1e9, "t": 1e12}
-
-
-def _params(ctx: _Ctx, where: str, value: Any) -> float:
-    """A parameter count: a number, or text like ``1.4e9``, ``70M``, ``1.4B`` (PyYAML reads 1.0e7 as text)."""
-    if isinstance(value, str):
-        m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([kKmMbBtT]?)\s*", value)
-        if not m:
-            raise ctx.error(where, f"must be a parameter count such as 7.0e7, 70M or 1.4B, got {value!r}")
-        value = float(m.group(1)) * _SUFFIX[m.group(2).lower()]
-    return _number(ctx, where, value, minimum=1)
-
-
-def _bool(ctx: _Ctx, where: str, value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise ctx.error(where, f"must be true or false, got {value!r}")
-    return value
-
-
-def _mapping(ctx: _Ctx, where: str, value: Any) -> dict[str, Any]:
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise ctx.error(where, f"must be a mapping, got {type(value).__name__}")
-    return value
-
-
-def _list(ctx: _Ctx, where: str, value: Any, *, required: bool) -> list[Any]:
-    if value is None:
-        if required:
-            raise ctx.error(where, "is required (a non-empty list)")
-        return []
-    if not isinstance(value, list) or (required and not value):
-        raise ctx.error(where, "must be a non-empty list")
-    return value
-
-
-def _settings(ctx: _Ctx, value: Any) -> dict[str, Any]:
-    raw = _mapping(ctx, "settings", value)
-    _no_unknown(ctx, "settings", raw, set(DEFAULT_SETTINGS))
-    out = dict(DEFAULT_SETTINGS)
-    for key, val in raw.items():
-        where = f"settings.{key}"
-        if key in ("seed", "num_fewshot"):
-            out[key] = _int(ctx, where, val, minimum=0)
-        elif key in ("n_bins", "batch_size"):
-            out[key] = _int(ctx, where, val, minimum=1)
-        elif key == "bootstrap":
-            out[key] = _int(ctx, where, val, minimum=0)
-        elif key in ("limit", "threads"):
-            out[key] = _int(ctx, where, val, minimum=1, allow_none=True)
-        elif key == "chat_template":
-            out[key] = _bool(ctx, where, val)
-        elif key == "device":
-            if not isinstance(val, str) or not re.match(r"^(cpu|cuda(:\d+)?|mps|auto)$", val):
-                raise ctx.error(where, f"must be cpu, cuda, cuda:N, mps or auto, got {val!r}")
-            out[key] = val
-    return out
-
-
-def _resources(ctx: _Ctx, where: str, value: Any) -> dict[str, float]:
-    raw = _mapping(ctx, where, value)
-    _no_unknown(ctx, where, raw, {"num_cpus", "num_gpus", "memory"})
-    return {k: _number(ctx, f"{where}.{k}", v) for k, v in raw.items()}
-
-
-def _methods(ctx: _Ctx, where: str, value: Any) -> tuple[str, ...]:
-    if value == "all":
-        return METHOD_NAMES
-    items = _list(ctx, where, value, required=True)
-    seen: list[str] = []
-    for i, m in enumerate(items):
-        if m not in METHOD_NAMES:
-            raise ctx.error(f"{where}[{i}]", f"unknown method {m!r} (known: {', '.join(METHOD_NAMES)})")
-        if m in seen:
-            raise ctx.error(f"{where}[{i}]", f"method {m!r} is listed twice")
-        seen.append(m)
-    return tuple(seen)
-
-
-def _metrics(ctx: _Ctx, value: Any) -> tuple[str, ...]:
-    if value is None:
-        return ("accuracy", "ece", "ace", "sce", "brier", "nll", "auroc")
-    items = _list(ctx, "metrics", value, required=True)
-    for i, m in enumerate(items):
-        if m not in METRIC_NAMES:
-            raise ctx.error(f"metrics[{i}]", f"unknown metric {m!r} (known: {', '.join(METRIC_NAMES)})")
-    return tuple(dict.fromkeys(items))
-
-
-def _tasks(ctx: _Ctx, value: Any, default_methods: tuple[str, ...] | None) -> tuple[TaskEntry, ...]:
+def _tasks(ctx: _Ctx, specs: list[TaskSpec], default_methods: tuple[str, ...] | None) -> tuple[TaskEntry, ...]:
     out: list[TaskEntry] = []
-    for i, item in enumerate(_list(ctx, "tasks", value, required=True)):
+    for i, t in enumerate(specs):
         where = f"tasks[{i}]"
-        spec = {"name": item} if isinstance(item, str) else item
-        if not isinstance(spec, dict):
-            raise ctx.error(where, f"must be a task name or a mapping with 'name', got {item!r}")
-        _no_unknown(ctx, where, spec, {"name", "methods", "limit", "items", "n_options"})
-        name = spec.get("name")
-        if not isinstance(name, str) or not name.strip():
-            raise ctx.error(f"{where}.name", f"must be a task name or path, got {name!r}")
-        if "methods" in spec:
-            methods = _methods(ctx, f"{where}.methods", spec["methods"])
-        elif default_methods is not None:
-            methods = default_methods
-        else:
+        methods = t.methods if t.methods is not None else default_methods
+        if methods is None:
             raise ctx.error(f"{where}.methods", "is required when the study has no top-level 'methods'")
-        if any(t.name == name for t in out):
-            raise ctx.error(f"{where}.name", f"task {name!r} is listed twice")
-        out.append(TaskEntry(
-            name=name, methods=methods,
-            limit=_int(ctx, f"{where}.limit", spec.get("limit"), minimum=1, allow_none=True),
-            items=_int(ctx, f"{where}.items", spec.get("items", 200), minimum=2),
-            n_options=_int(ctx, f"{where}.n_options", spec.get("n_options", 4), minimum=2),
-        ))
+        if any(o.name == t.name for o in out):
+            raise ctx.error(f"{where}.name", f"task {t.name!r} is listed twice")
+        out.append(TaskEntry(name=t.name, methods=methods, limit=t.limit, items=t.items, n_options=t.n_options))
     return tuple(out)
 
 
-def _train(ctx: _Ctx, value: Any) -> tuple[TrainEntry, ...]:
+def _train(ctx: _Ctx, specs: list[TrainSpec]) -> tuple[TrainEntry, ...]:
     out: dict[str, TrainEntry] = {}
-    for i, item in enumerate(_list(ctx, "train", value, required=False)):
+    for i, t in enumerate(specs):
         where = f"train[{i}]"
-        spec = _mapping(ctx, where, item)
-        _no_unknown(ctx, where, spec, {"name", "recipe", "after", "options", "resources"})
-        name = _name(ctx, f"{where}.name", spec.get("name"))
-        if name in out:
-            raise ctx.error(f"{where}.name", f"train entry {name!r} is defined twice")
-        recipe = spec.get("recipe")
-        if recipe not in RECIPES:
-            raise ctx.error(f"{where}.recipe", f"must be one of {', '.join(RECIPES)}, got {recipe!r}")
-        after_raw = spec.get("after", [])
-        after_list = [after_raw] if isinstance(after_raw, str) else after_raw
-        if not isinstance(after_list, list):
-            raise ctx.error(f"{where}.after", "must be a train name or a list of them")
-        for j, dep in enumerate(after_list):
+        if t.name in out:
+            raise ctx.error(f"{where}.name", f"train entry {t.name!r} is defined twice")
+        for j, dep in enumerate(t.after):
             if dep not in out:
                 raise ctx.error(f"{where}.after[{j}]", f"{dep!r} is not a train entry defined above this one")
-        options = _mapping(ctx, f"{where}.options", spec.get("options"))
-        out[name] = TrainEntry(name=name, recipe=recipe, after=tuple(after_list), options=options,
-                               resources=_resources(ctx, f"{where}.resources", spec.get("resources")))
+        out[t.name] = TrainEntry(name=t.name, recipe=t.recipe, after=t.after, options=t.options,
+                                 resources=t.resources.given())
     return tuple(out.values())
 
 
-_MODEL_FIELDS = {
-    "name", "pretrained", "train", "synthetic", "revision", "revisions", "peft", "dtype", "gguf_file",
-    "params", "stage", "base", "tuning", "data", "chat_template", "tasks", "resources",
-}
-
-
-def _models(ctx: _Ctx, value: Any, train: Mapping[str, TrainEntry], task_names: set[str],
+def _models(ctx: _Ctx, specs: list[ModelSpec], train: Mapping[str, TrainEntry], task_names: set[str],
             path: Path) -> tuple[ModelEntry, ...]:
     out: dict[str, ModelEntry] = {}
-    items = _list(ctx, "models", value, required=True)
-    for i, item in enumerate(items):
+    for i, m in enumerate(specs):
         where = f"models[{i}]"
-        spec = _mapping(ctx, where, item)
-        _no_unknown(ctx, where, spec, _MODEL_FIELDS)
-        name = _name(ctx, f"{where}.name", spec.get("name"))
-        if name in out:
-            raise ctx.error(f"{where}.name", f"model {name!r} is defined twice")
-        sources = [k for k in ("pretrained", "train", "synthetic") if k in spec]
+        given = m.model_fields_set
+        if m.name in out:
+            raise ctx.error(f"{where}.name", f"model {m.name!r} is defined twice")
+        sources = [k for k in ("pretrained", "train", "synthetic") if k in given]
         if len(sources) != 1:
             raise ctx.error(where, "needs exactly one of 'pretrained', 'train' or 'synthetic'"
                             + (f" (got {', '.join(sources)})" if sources else ""))
         source = sources[0]
-        pretrained = train_name = None
-        synthetic: dict[str, float] | None = None
-        if source == "pretrained":
-            pretrained = _opt_str(ctx, f"{where}.pretrained", spec["pretrained"])
-            if pretrained and pretrained.startswith((".", "/")):
-                pretrained = str((path.parent / pretrained).resolve()) if pretrained.startswith(".") else pretrained
-        elif source == "train":
-            train_name = spec["train"]
-            if train_name not in train:
-                raise ctx.error(f"{where}.train", f"{train_name!r} is not a train entry "
-                                f"(defined: {', '.join(train) or 'none'})")
-        else:
-            raw_syn = _mapping(ctx, f"{where}.synthetic", spec["synthetic"])
-            _no_unknown(ctx, f"{where}.synthetic", raw_syn, {"skill", "sharpness", "seed"})
-            synthetic = {"skill": 0.6, "sharpness": 1.0, "seed": 0}
-            for k, v in raw_syn.items():
-                synthetic[k] = _number(ctx, f"{where}.synthetic.{k}", v)
-            if not 0.0 < synthetic["skill"] < 1.0:
-                raise ctx.error(f"{where}.synthetic.skill", f"must be in (0, 1), got {synthetic['skill']!r}")
-            if synthetic["sharpness"] <= 0:
-                raise ctx.error(f"{where}.synthetic.sharpness", "must be > 0")
-        if "revision" in spec and "revisions" in spec:
+        pretrained = m.pretrained
+        if pretrained and pretrained.startswith("."):
+            pretrained = str((path.parent / pretrained).resolve())
+        if source == "train" and m.train not in train:
+            raise ctx.error(f"{where}.train", f"{m.train!r} is not a train entry "
+                            f"(defined: {', '.join(train) or 'none'})")
+        synthetic = (m.synthetic or SyntheticSpec()).model_dump() if source == "synthetic" else None
+        if "revision" in given and "revisions" in given:
             raise ctx.error(f"{where}.revision", "give either 'revision' or 'revisions', not both")
-        if "revisions" in spec:
-            revs = _list(ctx, f"{where}.revisions", spec["revisions"], required=True)
-        else:
-            revs = [spec.get("revision", "")]
-        for j, r in enumerate(revs):
-            if not isinstance(r, (str, int)) or isinstance(r, bool):
-                sub = f"{where}.revisions[{j}]" if "revisions" in spec else f"{where}.revision"
-                raise ctx.error(sub, f"must be a string such as 'step1000' or 'main', got {r!r}")
-        revisions = tuple(str(r) for r in revs)
+        revisions = m.revisions if m.revisions is not None else (m.revision,)
         if len(set(revisions)) != len(revisions):
             raise ctx.error(f"{where}.revisions", "lists a revision twice")
         if source == "train" and revisions == ("",):
             raise ctx.error(f"{where}.revisions", "a trained model needs the checkpoint names to evaluate "
                             "(e.g. [epoch1, epoch2] or [step16, step256])")
-        stage = spec.get("stage", "base")
-        if stage not in STAGES:
-            raise ctx.error(f"{where}.stage", f"must be one of {', '.join(STAGES)}, got {stage!r}")
-        tuning = spec.get("tuning")
-        if tuning is not None and tuning not in TUNINGS:
-            raise ctx.error(f"{where}.tuning", f"must be one of {', '.join(TUNINGS)}, got {tuning!r}")
-        base = spec.get("base")
-        if base is not None and base not in out:
-            raise ctx.error(f"{where}.base", f"{base!r} is not a model defined above this one")
-        model_tasks = None
-        if "tasks" in spec:
-            tl = _list(ctx, f"{where}.tasks", spec["tasks"], required=True)
-            for j, t in enumerate(tl):
-                if t not in task_names:
-                    raise ctx.error(f"{where}.tasks[{j}]", f"{t!r} is not one of the study's tasks")
-            model_tasks = tuple(tl)
-        out[name] = ModelEntry(
-            name=name, source=source, pretrained=pretrained, train=train_name, synthetic=synthetic,
-            revisions=revisions,
-            peft=_opt_str(ctx, f"{where}.peft", spec.get("peft")),
-            dtype=_opt_str(ctx, f"{where}.dtype", spec.get("dtype")),
-            gguf_file=_opt_str(ctx, f"{where}.gguf_file", spec.get("gguf_file")),
-            params=_params(ctx, f"{where}.params", spec["params"]) if "params" in spec else None,
-            stage=stage, base=base, tuning=tuning,
-            data=_opt_str(ctx, f"{where}.data", spec.get("data")),
-            chat_template=_bool(ctx, f"{where}.chat_template", spec["chat_template"])
-            if "chat_template" in spec else None,
-            tasks=model_tasks,
-            resources=_resources(ctx, f"{where}.resources", spec.get("resources")),
+        if m.base is not None and m.base not in out:
+            raise ctx.error(f"{where}.base", f"{m.base!r} is not a model defined above this one")
+        for j, t in enumerate(m.tasks or ()):
+            if t not in task_names:
+                raise ctx.error(f"{where}.tasks[{j}]", f"{t!r} is not one of the study's tasks")
+        out[m.name] = ModelEntry(
+            name=m.name, source=source, pretrained=pretrained, train=m.train if source == "train" else None,
+            synthetic=synthetic, revisions=revisions, peft=m.peft, dtype=m.dtype, gguf_file=m.gguf_file,
+            params=m.params, stage=m.stage, base=m.base, tuning=m.tuning, data=m.data,
+            chat_template=m.chat_template, tasks=m.tasks, resources=m.resources.given(),
         )
     return tuple(out.values())
 
