@@ -206,3 +206,93 @@ def test_report_renders_in_headless_chromium(report: Path, tmp_path: Path) -> No
     finally:
         proc.kill()
         proc.wait()
+
+
+# -- the study file's metrics, the template as package data, the drawing seam ----------------------------------
+
+
+@pytest.fixture(scope="module")
+def chosen_metrics_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny study whose file asks for MCE and ECE only (in that order)."""
+    root = tmp_path_factory.mktemp("chosen")
+    study = {"name": "chosen", "settings": {"seed": 0, "bootstrap": 50}, "methods": ["choice"],
+             "metrics": ["mce", "ece"], "tasks": [{"name": "t", "items": 200}],
+             "models": [{"name": "base", "synthetic": {"skill": 0.6, "sharpness": 1.0}, "stage": "pretrained"},
+                        {"name": "tuned", "synthetic": {"skill": 0.6, "sharpness": 3.0}, "stage": "sft",
+                         "base": "base"}]}
+    (root / "study.yaml").write_text(yaml.safe_dump(study, sort_keys=False))
+    assert run(root / "study.yaml", root / "out", progress=False).failed == []
+    return root / "out"
+
+
+def test_study_metrics_choose_the_table_columns(chosen_metrics_dir: Path) -> None:
+    from calibench.study.report import delta_rows, stage_tables
+
+    data = load_study_data(chosen_metrics_dir)
+    try:
+        assert data.shown_metrics == ("mce", "ece")
+        tables = stage_tables(data)
+        deltas = delta_rows(data)
+        stored = data.metrics
+    finally:
+        data.store.close()
+    assert [t["title"] for t in tables] == ["Pretrained", "Instruction tuned (SFT)"]
+    row = tables[0]["rows"][0]
+    want = stored[(stored["unit"] == "base") & (stored["metric"] == "mce")]["estimate"].iloc[0]
+    assert row["cells"][0]["est"] == f"{want:.3f}" and len(row["cells"]) == 2
+    assert [d["metric"] for d in deltas] == ["ece"]          # deltas: the shown metrics among DELTA_METRICS
+    text = build_report(chosen_metrics_dir).read_text()
+    heads = re.findall(r"<table class=\"metrics\"><thead><tr>(.*?)</tr>", text)
+    assert heads and all(h == "<th>model</th><th>task</th><th>method</th><th>n</th><th>mce</th><th>ece</th>"
+                         for h in heads)
+    assert "<th>auroc</th>" not in text
+
+
+def test_template_ships_as_package_data() -> None:
+    import fnmatch
+    from importlib.resources import files
+
+    import tomllib
+
+    from calibench.study.report import TEMPLATE
+
+    template = files("calibench.study") / "templates" / TEMPLATE
+    assert template.is_file()
+    pyproject = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())
+    globs = pyproject["tool"]["setuptools"]["package-data"]["calibench"]
+    assert any(fnmatch.fnmatch(f"study/templates/{TEMPLATE}", g) for g in globs), globs
+
+
+def test_template_escapes_every_injected_string(study_dir: Path) -> None:
+    from calibench.study.report import render
+
+    data = load_study_data(study_dir)
+    try:
+        data.name = EVIL
+        data.description = '"quoted" & <b>bold</b>'
+        text = render(data)
+    finally:
+        data.store.close()
+    assert "<script" not in text.lower() and "<b>bold</b>" not in text
+    assert "<title>calibench study &lt;script&gt;" in text and "&#34;quoted&#34; &amp; &lt;b&gt;" in text
+
+
+def test_metric_lines_draw_the_given_numbers() -> None:
+    import numpy as np
+
+    from calibench.report.lines import PALETTE, Line, Panel, plot_metric_lines, png_data_uri
+
+    panels = [Panel("scale: a", [Line("choice", [1e6, 1e9], [0.2, 0.1], [0.15, float("nan")], [0.25, 0.12])],
+                    {"base x": 0.3}),
+              Panel("scale: b", [Line("m1", [1, 2], [0.5, 0.4], [0.4, 0.3], [0.6, 0.5]),
+                                 Line("m2", [1, 2], [0.1, 0.2], [0.0, 0.1], [0.2, 0.3])])]
+    fig = plot_metric_lines(panels, xlabel="parameters", ylabel="ECE", logx=True)
+    a, b = fig.axes
+    assert a.get_title(loc="left") == "scale: a" and a.get_xscale() == "log"
+    np.testing.assert_allclose(a.containers[0].lines[0].get_ydata().astype(float), [0.2, 0.1])
+    first, second = a.collections[0].get_segments()
+    np.testing.assert_allclose(first[:, 1], [0.15, 0.25])       # the CI [low, high] is the error bar
+    np.testing.assert_allclose(second[:, 1], [0.1, 0.12])       # a NaN low bound draws no lower bar
+    assert sorted(t.get_text() for t in a.get_legend().get_texts()) == ["base x", "choice"]
+    assert [c.lines[0].get_color() for c in b.containers] == list(PALETTE[:2])
+    assert png_data_uri(fig).startswith("data:image/png;base64,")
