@@ -61,7 +61,7 @@ def test_reliability_diagram_is_the_metric_numbers(data: tuple[np.ndarray, np.nd
 
 
 def test_histogram_bins_are_right_closed_like_the_metrics() -> None:
-    # 0.0 -> first bin, 0.3 -> (0.2, 0.3] = bin 2, 1.0 -> last bin (DESIGN.md).
+    # 0.0 -> first bin, 0.3 -> (0.2, 0.3] = bin 2, 1.0 -> last bin (docs/design.md).
     d = reliability_diagram([0.0, 0.3, 1.0, 0.31], [0, 1, 1, 0], n_bins=10)
     expected = np.zeros(10, dtype=int)
     expected[[0, 2, 9, 3]] = 1

@@ -1,6 +1,6 @@
 """The per-item record table: the data contract between every producer and every consumer.
 
-One row per item x method. Columns (DESIGN.md):
+One row per item x method. Columns (docs/design.md):
 
 ====================  =========================================================================
 model, revision       provenance (strings; revision may be empty)

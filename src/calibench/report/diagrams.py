@@ -145,7 +145,7 @@ def reliability_diagram(confidence: ArrayLike, correct: ArrayLike, *, n_bins: in
     conf = np.asarray(confidence, dtype=float).ravel()
     corr = np.asarray(correct, dtype=float).ravel()
     edges = np.linspace(0.0, 1.0, n_bins + 1)
-    # Right-closed bins with 0.0 in the first bin (DESIGN.md), the same rule as the metrics.
+    # Right-closed bins with 0.0 in the first bin (docs/design.md), the same rule as the metrics.
     idx = np.searchsorted(edges[1:-1], conf, side="left")
     counts = np.bincount(idx, minlength=n_bins)
     if binning == "mass":

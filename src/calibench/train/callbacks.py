@@ -8,7 +8,7 @@ calibench's conventions on a fixed, seeded subset of items:
   token is the first token of the gold object (as the ``first-token`` method).
 * MC, continuation-sum: each option scored as a continuation of ``Question: ...\\nAnswer:``;
   softmax over the options' summed log-probabilities (as the ``continuation-sum`` method).
-* ECE: ``calibench.metrics.ece`` (10 equal-width, right-closed bins; DESIGN.md).
+* ECE: ``calibench.metrics.ece`` (10 equal-width, right-closed bins; docs/design.md).
 
 It computes directly with the model (two batched passes) because a checkpoint hook must be cheap;
 ``calibench eval`` remains the full evaluation.
