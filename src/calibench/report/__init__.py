@@ -2,7 +2,10 @@
 
 Compute a diagram once (``reliability_diagram``, ``smooth_reliability_diagram``), keep its numbers
 (``to_dict()``), draw it alone (``plot_reliability``, ``plot_smooth``) or next to others
-(``plot_reliability_grid``) and save it atomically as PNG/SVG/PDF (``save_figure``).
+(``plot_reliability_grid``) and save it atomically as PNG/SVG/PDF (``save_figure``). ``plot_metric_lines``
+draws metric-vs-x panels with CIs from given numbers (``Line``, ``Panel``); ``png_data_uri`` embeds a
+figure in HTML. Nothing here reads a study: the study report (``calibench.study.report``) computes and
+calls these.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from calibench.report.diagrams import (
     reliability_diagram,
     smooth_reliability_diagram,
 )
+from calibench.report.lines import Line, Panel, plot_metric_lines, png_data_uri
 from calibench.report.plots import (
     plot_grid,
     plot_reliability,
@@ -22,12 +26,16 @@ from calibench.report.plots import (
 )
 
 __all__ = [
+    "Line",
+    "Panel",
     "ReliabilityDiagram",
     "SmoothDiagram",
     "plot_grid",
+    "plot_metric_lines",
     "plot_reliability",
     "plot_reliability_grid",
     "plot_smooth",
+    "png_data_uri",
     "reliability_diagram",
     "save_figure",
     "smooth_reliability_diagram",

@@ -16,7 +16,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
+from jinja2 import Environment, PackageLoader, StrictUndefined
 from matplotlib.figure import Figure
 
 from calibench import __version__
@@ -38,9 +38,10 @@ from calibench.study.findings import (
     final_revisions,
 )
 from calibench.study.results import StudyData, load_study_data
+from calibench.study.schema import STAGES
 
 DELTA_METRICS = ("accuracy", "ece", "sce", "brier")   # paired deltas: these, where the study shows them
-STAGE_ORDER = ("pretrained", "base", "sft", "rl", "dpo")
+# in the study schema's stage order (``STAGES``)
 STAGE_TITLES = {"pretrained": "Pretrained", "base": "Base", "sft": "Instruction tuned (SFT)",
                 "rl": "RL (preference)", "dpo": "DPO"}
 MAX_GRID = 12      # models per reliability grid
@@ -216,7 +217,7 @@ def stage_tables(data: StudyData) -> list[dict[str, Any]]:
     """Per stage: the shown metrics with 95% CIs per unit x method (None: not stored for that row)."""
     m = data.metrics
     out = []
-    stages = [s for s in STAGE_ORDER if s in set(m["stage"])] + sorted(set(m["stage"]) - set(STAGE_ORDER))
+    stages = [s for s in STAGES if s in set(m["stage"])] + sorted(set(m["stage"]) - set(STAGES))
     for stage in stages:
         sm = m[m["stage"] == stage]
         rows = []
@@ -269,7 +270,7 @@ def delta_rows(data: StudyData) -> list[dict[str, Any]]:
 def _environment() -> Environment:
     """Templates ship as package data (``calibench/study/templates``); every ``{{ }}`` is escaped."""
     return Environment(loader=PackageLoader("calibench.study", "templates"),
-                       autoescape=select_autoescape(["html", "j2"], default=True), undefined=StrictUndefined,
+                       autoescape=True, undefined=StrictUndefined,
                        trim_blocks=True, lstrip_blocks=True)
 
 
