@@ -460,11 +460,13 @@ def test_choice_and_continuations_prefetched_as_one_tree(loaded) -> None:
     calls: list[int] = []
     handle = model.register_forward_pre_hook(lambda *_: calls.append(1))
     try:
-        separate = {m: methods.METHODS[m](apart, task, options=opts) for m in names}
+        by_method = methods.ScoringSession(apart, options=opts)  # shares passes, but runs each method's own
+        separate = {m: methods.METHODS[m](apart, task, session=by_method) for m in names}
         n_apart, calls[:] = len(calls), []
-        methods.prefetch(joint, task, names, options=opts)
+        session = methods.ScoringSession(joint, options=opts)
+        session.prefetch(task, names)
         n_joint, tokens_after_prefetch = len(calls), joint.forward_tokens
-        together = {m: methods.METHODS[m](joint, task, options=opts) for m in names}
+        together = {m: methods.METHODS[m](joint, task, session=session) for m in names}
     finally:
         handle.remove()
     assert len(calls) == n_joint and joint.forward_tokens == tokens_after_prefetch  # methods read the pass
@@ -473,7 +475,6 @@ def test_choice_and_continuations_prefetched_as_one_tree(loaded) -> None:
         for a, b in zip(separate[m], together[m], strict=True):
             np.testing.assert_allclose(a["probs"], b["probs"], atol=1e-6, rtol=0)
             assert a["correct"] == b["correct"]
-    methods.clear_cache()
 
 
 def test_packed_scoring_with_eager_attention(tiny_model_dir: Path) -> None:  # noqa: F811
