@@ -511,3 +511,55 @@ def test_packed_scoring_in_bfloat16(tiny_model_dir: Path) -> None:  # noqa: F811
 def test_score_items_rejects_mismatched_candidates(loaded) -> None:
     with pytest.raises(CalibenchError, match="1 candidate lists for 2 prompts"):
         engine(loaded).score_items([ItemRequest(prompts=["the cat", "the dog"], candidates=[[3]])])
+
+
+def _llama_copy(tiny_model_dir: Path, out: Path) -> Path:
+    """A tiny random Llama-architecture model with the tiny model's tokenizer (the SmolLM2/GGUF code path)."""
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    torch.manual_seed(1)
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+                      bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
+    LlamaForCausalLM(cfg).save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
+
+
+@pytest.mark.parametrize("arch", ["gpt_neox", "llama"])
+def test_scoring_passes_the_cache_without_deprecation_warnings(loaded, tiny_model_dir: Path, tmp_path: Path,
+                                                               monkeypatch, arch: str) -> None:
+    """Header caches, greedy decoding and CLM windows use the ``cache`` argument: nothing deprecated is
+    passed or read, so no FutureWarning/DeprecationWarning and no transformers deprecation log line."""
+    import logging
+    import warnings
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if arch == "llama":
+        src = _llama_copy(tiny_model_dir, tmp_path / "llama")
+        model, tok = AutoModelForCausalLM.from_pretrained(src).eval(), AutoTokenizer.from_pretrained(src)
+    else:
+        model, tok = loaded
+    logged: list[str] = []
+    monkeypatch.setattr(logging.Logger, "warning_once", lambda self, msg, *a, **k: logged.append(str(msg)))
+    seen: list[set[str]] = []
+    handle = model.register_forward_pre_hook(lambda _m, _args, kwargs: seen.append(set(kwargs)), with_kwargs=True)
+    shots = "The capital of France is Paris. The capital of Spain is Madrid. "
+    items = [ItemRequest(prompts=[shots + q], candidates=[[5, 6]], option_sets=[(shots + q, [" Paris", " Rome"])])
+             for q in ("The capital of Italy is", "Question: Which river flows through Cairo?")]
+    eng = ScoringEngine(model, tok, batch_size=2, progress=False)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", FutureWarning)
+            warnings.simplefilter("error", DeprecationWarning)
+            scored = eng.score_items(items)
+            gens = eng.greedy(["The capital of France is", "A cat sat"], max_new_tokens=4, stop=())
+            list(eng.score_tokens([shots * 3], window=16, stride=8))
+    finally:
+        handle.remove()
+    assert eng._tree_ok is True and len(scored) == 2 and all(len(g.token_ids) == 4 for g in gens)
+    assert any("cache" in kw for kw in seen)  # the header and the decoding steps did pass a cache
+    assert not any("past_key_values" in kw for kw in seen)
+    assert not [m for m in logged if "deprecated" in m]

@@ -289,3 +289,23 @@ def test_letter_tokens_fall_back_to_bare_letters() -> None:
     ids, variant = methods.answer_token_ids(tok, "ABCD")
     assert variant == "space"
     assert [tok.decode([i]) for i in ids] == [" A", " B", " C", " D"]
+
+
+def test_a_session_shares_passes_and_a_bare_call_shares_nothing() -> None:
+    """No module state: passes live in the ScoringSession the caller holds, and go with it."""
+    assert not [n for n in vars(methods) if n.upper() == "_CACHE" or n in ("prefetch", "clear_cache")]
+    engine = _opt_engine()
+    task = mc_task()
+    methods.continuation_sum(engine, task)
+    methods.continuation_mean(engine, task)
+    assert engine.calls["score_options"] == 2  # no session: each call runs its own pass
+    session = methods.ScoringSession(engine, options={"num_fewshot": 0})
+    methods.continuation_sum(engine, task, session=session)
+    methods.continuation_min(engine, task, session=session, options={"num_fewshot": 0})
+    assert engine.calls["score_options"] == 3
+    methods.continuation_sum(engine, task, session=methods.ScoringSession(engine))
+    assert engine.calls["score_options"] == 4  # a new session (a new run) starts empty
+    with pytest.raises(CalibenchError, match="another engine"):
+        methods.continuation_sum(_opt_engine(), task, session=session)
+    with pytest.raises(CalibenchError, match="options differ"):
+        methods.continuation_sum(engine, task, session=session, options={"num_fewshot": 1})
