@@ -513,22 +513,27 @@ def test_score_items_rejects_mismatched_candidates(loaded) -> None:
         engine(loaded).score_items([ItemRequest(prompts=["the cat", "the dog"], candidates=[[3]])])
 
 
-def _llama_copy(tiny_model_dir: Path, out: Path) -> Path:
-    """A tiny random Llama-architecture model with the tiny model's tokenizer (the SmolLM2/GGUF code path)."""
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+def _random_copy(tiny_model_dir: Path, out: Path, arch: str) -> Path:  # noqa: F811
+    """A tiny random Llama (SmolLM2) or Gemma3 (sliding-window layers) model with the tiny tokenizer."""
+    from transformers import AutoTokenizer, Gemma3ForCausalLM, Gemma3TextConfig, LlamaConfig, LlamaForCausalLM
 
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
     torch.manual_seed(1)
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
-                      bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
-    LlamaForCausalLM(cfg).save_pretrained(out)
+    shape = dict(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                 num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+                 bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.eos_token_id)
+    if arch == "llama":
+        model = LlamaForCausalLM(LlamaConfig(**shape))
+    else:
+        model = Gemma3ForCausalLM(Gemma3TextConfig(**shape, head_dim=8, sliding_window=48,
+                                                   layer_types=["sliding_attention", "full_attention"]))
+    model.save_pretrained(out)
     tok.save_pretrained(out)
     return out
 
 
-@pytest.mark.parametrize("arch", ["gpt_neox", "llama"])
-def test_scoring_passes_the_cache_without_deprecation_warnings(loaded, tiny_model_dir: Path, tmp_path: Path,
+@pytest.mark.parametrize("arch", ["gpt_neox", "llama", "gemma3"])
+def test_scoring_passes_the_cache_without_deprecation_warnings(loaded, tiny_model_dir: Path, tmp_path: Path,  # noqa: F811
                                                                monkeypatch, arch: str) -> None:
     """Header caches, greedy decoding and CLM windows use the ``cache`` argument: nothing deprecated is
     passed or read, so no FutureWarning/DeprecationWarning and no transformers deprecation log line."""
@@ -537,8 +542,8 @@ def test_scoring_passes_the_cache_without_deprecation_warnings(loaded, tiny_mode
 
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    if arch == "llama":
-        src = _llama_copy(tiny_model_dir, tmp_path / "llama")
+    if arch != "gpt_neox":
+        src = _random_copy(tiny_model_dir, tmp_path / arch, arch)
         model, tok = AutoModelForCausalLM.from_pretrained(src).eval(), AutoTokenizer.from_pretrained(src)
     else:
         model, tok = loaded

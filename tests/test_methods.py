@@ -307,5 +307,7 @@ def test_a_session_shares_passes_and_a_bare_call_shares_nothing() -> None:
     assert engine.calls["score_options"] == 4  # a new session (a new run) starts empty
     with pytest.raises(CalibenchError, match="another engine"):
         methods.continuation_sum(_opt_engine(), task, session=session)
+    with pytest.raises(CalibenchError, match="tokenizer differs"):
+        methods.continuation_sum(engine, task, session=session, tokenizer=FakeTokenizer())
     with pytest.raises(CalibenchError, match="options differ"):
         methods.continuation_sum(engine, task, session=session, options={"num_fewshot": 1})

@@ -288,6 +288,8 @@ def _session(engine: Any, tokenizer: Any, options: Mapping[str, Any] | MethodOpt
         return ScoringSession(engine, tokenizer, options)
     if session.engine is not engine:
         raise CalibenchError("the scoring session belongs to another engine")
+    if tokenizer is not None and tokenizer is not session._tok:
+        raise CalibenchError("the tokenizer differs from the scoring session's tokenizer")
     if options is not None and MethodOptions.from_mapping(options) != session.options:
         raise CalibenchError("method options differ from the scoring session's options")
     return session
