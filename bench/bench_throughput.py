@@ -8,7 +8,7 @@ those methods) on the 4-option task and on the MMLU-format 5-shot task, ``score_
 ``next_token`` alone (the choice method's letter pass). A forward pre-hook records every forward the
 engine makes: its input ids, mask (a 4D ancestor mask for packed prefix trees), position ids and the
 KV cache it was given (a few-shot header). The bare baseline replays exactly those tensors as plain
-``model(input_ids=..., attention_mask=..., position_ids=..., past_key_values=...)`` calls. So
+``model(input_ids=..., attention_mask=..., position_ids=..., cache=...)`` calls. So
 engine/bare is the engine's overhead: tokenising, building the trees, sorting, log-softmax, records.
 It can exceed 1 because the engine asks for logits of the scored positions only
 (``logits_to_keep``), while a bare forward projects every position onto the vocabulary. Throughput
@@ -42,7 +42,7 @@ class ForwardLog:
         call = {k: kwargs.get(k) for k in ("input_ids", "attention_mask", "position_ids", "use_cache")}
         if call["input_ids"] is None and args:
             call["input_ids"] = args[0]
-        past = kwargs.get("past_key_values")
+        past = kwargs.get("cache", kwargs.get("past_key_values"))  # the engine passes ``cache``
         # the forward appends to the cache in place: keep what it held before the call
         call["past"] = [(k.clone(), v.clone()) for k, v, *_ in past] if past is not None else None
         self.calls.append(call)
@@ -64,7 +64,7 @@ def bare_replay(model: Any, calls: list[dict[str, Any]]) -> None:
         for c in calls:
             past = DynamicCache(ddp_cache_data=c["past"]) if c["past"] is not None else None
             model(input_ids=c["input_ids"], attention_mask=c["attention_mask"], position_ids=c["position_ids"],
-                  past_key_values=past, use_cache=bool(c["use_cache"]))
+                  cache=past, use_cache=bool(c["use_cache"]))
 
 
 def joint_requests(tok: Any, choice: list[str], cont: list[tuple[str, list[str]]]) -> list[Any]:
@@ -108,6 +108,7 @@ def measure(model: Any, tok: Any, name: str, kind: str, payload: list, *, batch_
         "workload": name, "engine_call": kind, "items": len(payload), "batch_size": batch_size,
         "forward_calls": len(log.calls), "model_tokens": tokens,
         "shapes_match": log.shapes == log_bare.shapes,
+        "header_calls": sum(c["past"] is not None for c in log.calls),  # forwards given a header's KV cache
         "batch_shapes": [list(s) for s in log.shapes],
         "engine_s": round(t_eng, 4), "bare_s": round(t_bare, 4),
         "engine_tok_per_s": round(tokens / t_eng), "bare_tok_per_s": round(tokens / t_bare),

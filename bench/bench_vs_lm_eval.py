@@ -7,7 +7,7 @@ For each task (a 4-option multiple-choice task with multi-token options, and an 
 5-shot prompts from its dev CSVs) two comparisons are timed:
 
 (a) full set: calibench's ``choice``, ``continuation-sum``, ``continuation-mean`` and ``continuation-min``
-    methods in one run, as ``calibench eval`` runs them (``calibench.methods.prefetch`` scores each
+    methods in one run, as ``calibench eval`` runs them (``ScoringSession.prefetch`` scores each
     item's choice prompt and option sequences as one prefix tree, then the four ``METHODS`` read that
     pass) vs lm-eval computing what it can of the same numbers: a
     letter task (choice prompt + " A".." D") plus a continuation task (context + " option"), all
@@ -76,7 +76,7 @@ def compare(model: Any, tok: Any, task: Any, *, num_fewshot: int, batch_size: in
     """Time and check both comparisons on one task; returns the JSON-ready result for that task."""
     from lm_eval.models.huggingface import HFLM
 
-    from calibench.methods import METHODS, clear_cache, prefetch
+    from calibench.methods import METHODS, ScoringSession
     from calibench.models.engine import ScoringEngine
 
     opts = {"num_fewshot": num_fewshot}
@@ -94,8 +94,9 @@ def compare(model: Any, tok: Any, task: Any, *, num_fewshot: int, batch_size: in
 
     def cb_full() -> dict[str, list[dict]]:  # what run_eval does for these four methods
         before = engine.forward_tokens
-        prefetch(engine, task, FULL_METHODS, options=opts)
-        out = {m: METHODS[m](engine, task, options=opts) for m in FULL_METHODS}
+        session = ScoringSession(engine, tok, opts)  # a fresh run: nothing cached from the last repeat
+        session.prefetch(task, FULL_METHODS)
+        out = {m: METHODS[m](engine, task, session=session) for m in FULL_METHODS}
         full_tokens.append(engine.forward_tokens - before)
         return out
 
@@ -109,7 +110,6 @@ def compare(model: Any, tok: Any, task: Any, *, num_fewshot: int, batch_size: in
     values: dict[str, Any] = {}
     for _ in range(max(1, repeats)):  # interleaved, so a burst of load hits both sides
         for name, fn in runs.items():
-            clear_cache(engine)
             start = time.perf_counter()
             values[name] = fn()
             times[name].append(time.perf_counter() - start)
@@ -186,7 +186,7 @@ def model_tokens(model: Any, tok: Any, task: Any, *, num_fewshot: int, batch_siz
     every = PrefixTree()
     for ids in plain.encode_many(choice):
         every.add(ids)
-    for pairs in plain._encode_items(cont):
+    for pairs in plain.tokens.pairs(cont):
         for p in pairs:
             every.add((p.context + p.continuation)[:-1])
     least = len(every.tokens)

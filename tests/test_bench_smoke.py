@@ -62,7 +62,7 @@ def test_mmlu_files_have_the_original_layout(tmp_path: Path) -> None:
     assert choice[0].startswith("The following are multiple choice questions") and choice[0].count("Answer:") == 6
 
 
-def test_throughput_replays_the_engine_shapes(small_model) -> None:
+def test_throughput_replays_the_engine_shapes(small_model, tmp_path: Path) -> None:
     import bench_throughput as T
 
     model, tok = small_model
@@ -78,6 +78,10 @@ def test_throughput_replays_the_engine_shapes(small_model) -> None:
     res = T.measure(model, tok, "joint", "score_items", T.joint_requests(tok, choice, cont), batch_size=4, repeats=1)
     assert res["shapes_match"] and res["forward_calls"] == 1
     assert res["model_tokens"] < res["per_request_model_tokens"]
+    # MMLU-style 5-shot prompts share their shots: a header runs once and the replay gets its cache too
+    _, cont = C.prompts_for(C.mmlu_task(6, tmp_path / "mmlu"), 5)
+    res = T.measure(model, tok, "mmlu", "score_options", cont, batch_size=3, repeats=1)
+    assert res["shapes_match"] and res["header_calls"] >= 1
 
 
 def test_clm_parquet_stream_matches_engine(small_model, tmp_path: Path) -> None:

@@ -460,11 +460,13 @@ def test_choice_and_continuations_prefetched_as_one_tree(loaded) -> None:
     calls: list[int] = []
     handle = model.register_forward_pre_hook(lambda *_: calls.append(1))
     try:
-        separate = {m: methods.METHODS[m](apart, task, options=opts) for m in names}
+        by_method = methods.ScoringSession(apart, options=opts)  # shares passes, but runs each method's own
+        separate = {m: methods.METHODS[m](apart, task, session=by_method) for m in names}
         n_apart, calls[:] = len(calls), []
-        methods.prefetch(joint, task, names, options=opts)
+        session = methods.ScoringSession(joint, options=opts)
+        session.prefetch(task, names)
         n_joint, tokens_after_prefetch = len(calls), joint.forward_tokens
-        together = {m: methods.METHODS[m](joint, task, options=opts) for m in names}
+        together = {m: methods.METHODS[m](joint, task, session=session) for m in names}
     finally:
         handle.remove()
     assert len(calls) == n_joint and joint.forward_tokens == tokens_after_prefetch  # methods read the pass
@@ -473,7 +475,6 @@ def test_choice_and_continuations_prefetched_as_one_tree(loaded) -> None:
         for a, b in zip(separate[m], together[m], strict=True):
             np.testing.assert_allclose(a["probs"], b["probs"], atol=1e-6, rtol=0)
             assert a["correct"] == b["correct"]
-    methods.clear_cache()
 
 
 def test_packed_scoring_with_eager_attention(tiny_model_dir: Path) -> None:  # noqa: F811
@@ -510,3 +511,60 @@ def test_packed_scoring_in_bfloat16(tiny_model_dir: Path) -> None:  # noqa: F811
 def test_score_items_rejects_mismatched_candidates(loaded) -> None:
     with pytest.raises(CalibenchError, match="1 candidate lists for 2 prompts"):
         engine(loaded).score_items([ItemRequest(prompts=["the cat", "the dog"], candidates=[[3]])])
+
+
+def _random_copy(tiny_model_dir: Path, out: Path, arch: str) -> Path:  # noqa: F811
+    """A tiny random Llama (SmolLM2) or Gemma3 (sliding-window layers) model with the tiny tokenizer."""
+    from transformers import AutoTokenizer, Gemma3ForCausalLM, Gemma3TextConfig, LlamaConfig, LlamaForCausalLM
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    torch.manual_seed(1)
+    shape = dict(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                 num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+                 bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.eos_token_id)
+    if arch == "llama":
+        model = LlamaForCausalLM(LlamaConfig(**shape))
+    else:
+        model = Gemma3ForCausalLM(Gemma3TextConfig(**shape, head_dim=8, sliding_window=48,
+                                                   layer_types=["sliding_attention", "full_attention"]))
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
+
+
+@pytest.mark.parametrize("arch", ["gpt_neox", "llama", "gemma3"])
+def test_scoring_passes_the_cache_without_deprecation_warnings(loaded, tiny_model_dir: Path, tmp_path: Path,  # noqa: F811
+                                                               monkeypatch, arch: str) -> None:
+    """Header caches, greedy decoding and CLM windows use the ``cache`` argument: nothing deprecated is
+    passed or read, so no FutureWarning/DeprecationWarning and no transformers deprecation log line."""
+    import logging
+    import warnings
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if arch != "gpt_neox":
+        src = _random_copy(tiny_model_dir, tmp_path / arch, arch)
+        model, tok = AutoModelForCausalLM.from_pretrained(src).eval(), AutoTokenizer.from_pretrained(src)
+    else:
+        model, tok = loaded
+    logged: list[str] = []
+    monkeypatch.setattr(logging.Logger, "warning_once", lambda self, msg, *a, **k: logged.append(str(msg)))
+    seen: list[set[str]] = []
+    handle = model.register_forward_pre_hook(lambda _m, _args, kwargs: seen.append(set(kwargs)), with_kwargs=True)
+    shots = "The capital of France is Paris. The capital of Spain is Madrid. "
+    items = [ItemRequest(prompts=[shots + q], candidates=[[5, 6]], option_sets=[(shots + q, [" Paris", " Rome"])])
+             for q in ("The capital of Italy is", "Question: Which river flows through Cairo?")]
+    eng = ScoringEngine(model, tok, batch_size=2, progress=False)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", FutureWarning)
+            warnings.simplefilter("error", DeprecationWarning)
+            scored = eng.score_items(items)
+            gens = eng.greedy(["The capital of France is", "A cat sat"], max_new_tokens=4, stop=())
+            list(eng.score_tokens([shots * 3], window=16, stride=8))
+    finally:
+        handle.remove()
+    assert eng._tree_ok is True and len(scored) == 2 and all(len(g.token_ids) == 4 for g in gens)
+    assert any("cache" in kw for kw in seen)  # the header and the decoding steps did pass a cache
+    assert not any("past_key_values" in kw for kw in seen)
+    assert not [m for m in logged if "deprecated" in m]

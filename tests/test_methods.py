@@ -149,7 +149,8 @@ def _opt_engine() -> FakeEngine:
 def test_continuation_sum_mean_min_from_one_pass() -> None:
     engine = _opt_engine()
     task = mc_task()
-    s, m, n = (methods.METHODS[k](engine, task) for k in methods.CONTINUATION_METHODS)
+    session = methods.ScoringSession(engine)
+    s, m, n = (methods.METHODS[k](engine, task, session=session) for k in methods.CONTINUATION_METHODS)
     assert engine.calls["score_options"] == 1  # cached: three methods, one pass
 
     def soft(xs):
@@ -171,13 +172,14 @@ def test_continuation_sum_mean_min_from_one_pass() -> None:
 def test_p_true_on_multiple_choice_uses_the_continuation_argmax() -> None:
     engine = _opt_engine()
     task = mc_task()
-    recs = methods.p_true(engine, task)
+    session = methods.ScoringSession(engine)
+    recs = methods.p_true(engine, task, session=session)
     assert [r["pred"] for r in recs] == ["Lyon", "Nile"]
     assert [r["correct"] for r in recs] == [False, False]
     assert recs[0]["confidence"] == pytest.approx(0.6 / 0.8)
     assert recs[1]["confidence"] == pytest.approx(0.1 / 0.4)
     assert recs[0]["probs"] is None
-    methods.continuation_sum(engine, task)
+    methods.continuation_sum(engine, task, session=session)
     assert engine.calls["score_options"] == 2  # options pass once (cached) + the True/False pass
 
 
@@ -216,7 +218,6 @@ def test_sequence_cuts_at_sentence_end_and_matches_aliases() -> None:
     assert recs[1]["confidence"] == pytest.approx(0.5 * 0.4)
     assert recs[2]["confidence"] == 0.0  # an empty answer abstains
     # max_new_tokens truncates the greedy answer
-    methods.clear_cache(engine)
     short = methods.sequence(engine, facts_task(), options={"max_new_tokens": 1})
     assert short[1]["pred"] == "the" and short[1]["correct"] is False
 
@@ -224,8 +225,9 @@ def test_sequence_cuts_at_sentence_end_and_matches_aliases() -> None:
 def test_p_true_on_facts_reuses_the_greedy_answer() -> None:
     engine = _facts_engine()
     task = facts_task()
-    seq = methods.sequence(engine, task)
-    recs = methods.p_true(engine, task)
+    session = methods.ScoringSession(engine)
+    seq = methods.sequence(engine, task, session=session)
+    recs = methods.p_true(engine, task, session=session)
     assert engine.calls["greedy"] == 1
     assert [r["pred"] for r in recs] == [r["pred"] for r in seq]
     assert [r["correct"] for r in recs] == [True, True, False]
@@ -287,3 +289,25 @@ def test_letter_tokens_fall_back_to_bare_letters() -> None:
     ids, variant = methods.answer_token_ids(tok, "ABCD")
     assert variant == "space"
     assert [tok.decode([i]) for i in ids] == [" A", " B", " C", " D"]
+
+
+def test_a_session_shares_passes_and_a_bare_call_shares_nothing() -> None:
+    """No module state: passes live in the ScoringSession the caller holds, and go with it."""
+    assert not [n for n in vars(methods) if n.upper() == "_CACHE" or n in ("prefetch", "clear_cache")]
+    engine = _opt_engine()
+    task = mc_task()
+    methods.continuation_sum(engine, task)
+    methods.continuation_mean(engine, task)
+    assert engine.calls["score_options"] == 2  # no session: each call runs its own pass
+    session = methods.ScoringSession(engine, options={"num_fewshot": 0})
+    methods.continuation_sum(engine, task, session=session)
+    methods.continuation_min(engine, task, session=session, options={"num_fewshot": 0})
+    assert engine.calls["score_options"] == 3
+    methods.continuation_sum(engine, task, session=methods.ScoringSession(engine))
+    assert engine.calls["score_options"] == 4  # a new session (a new run) starts empty
+    with pytest.raises(CalibenchError, match="another engine"):
+        methods.continuation_sum(_opt_engine(), task, session=session)
+    with pytest.raises(CalibenchError, match="tokenizer differs"):
+        methods.continuation_sum(engine, task, session=session, tokenizer=FakeTokenizer())
+    with pytest.raises(CalibenchError, match="options differ"):
+        methods.continuation_sum(engine, task, session=session, options={"num_fewshot": 1})

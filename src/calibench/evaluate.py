@@ -242,10 +242,11 @@ def _write_records(path: Path, engine: Any, tokenizer: Any, units: list[tuple[An
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from calibench.methods import clear_cache, prefetch
+    from calibench.methods import ScoringSession
 
     schema = arrow_schema()
     counts: dict[tuple[str, str], int] = {}
+    session = ScoringSession(engine, tokenizer, opts)  # the passes methods of one task share
 
     def table(frame: pd.DataFrame) -> pa.Table:
         frame = frame.copy()
@@ -254,33 +255,30 @@ def _write_records(path: Path, engine: Any, tokenizer: Any, units: list[tuple[An
         frame["label"] = frame["label"].astype("Int64")
         return pa.Table.from_pandas(frame[list(COLUMNS)], schema=schema, preserve_index=False)
 
-    try:
-        with atomic_path(path) as tmp:
-            writer = pq.ParquetWriter(tmp, schema)
-            try:
-                for i, (task, method) in enumerate(units, start=1):
-                    t0 = time.time()
-                    _log(progress, f"[{i}/{len(units)}] {task.name} · {method}")
-                    n = 0
-                    if method == "token":
-                        for frame in iter_token_records(engine, task, tokenizer=tokenizer, options=opts):
-                            writer.write_table(table(frame))
-                            n += len(frame)
-                    else:
-                        together = [m for t, m in units if t is task]  # passes shared across methods
-                        prefetch(engine, task, together, tokenizer=tokenizer, options=opts)
-                        rows = METHODS[method](engine, task, tokenizer=tokenizer, options=opts)
-                        frame = make_records(rows)
+    with atomic_path(path) as tmp:
+        writer = pq.ParquetWriter(tmp, schema)
+        try:
+            for i, (task, method) in enumerate(units, start=1):
+                t0 = time.time()
+                _log(progress, f"[{i}/{len(units)}] {task.name} · {method}")
+                n = 0
+                if method == "token":
+                    for frame in iter_token_records(engine, task, tokenizer=tokenizer, options=opts):
                         writer.write_table(table(frame))
-                        n = len(frame)
-                    if n == 0:
-                        raise CalibenchError(f"task '{task.name}' method '{method}' produced no records")
-                    counts[(task.name, method)] = n
-                    _log(progress, f"      {n} records in {time.time() - t0:.1f}s")
-            finally:
-                writer.close()
-    finally:
-        clear_cache(engine)
+                        n += len(frame)
+                else:
+                    together = [m for t, m in units if t is task]  # passes shared across methods
+                    session.prefetch(task, together)
+                    rows = METHODS[method](engine, task, session=session)
+                    frame = make_records(rows)
+                    writer.write_table(table(frame))
+                    n = len(frame)
+                if n == 0:
+                    raise CalibenchError(f"task '{task.name}' method '{method}' produced no records")
+                counts[(task.name, method)] = n
+                _log(progress, f"      {n} records in {time.time() - t0:.1f}s")
+        finally:
+            writer.close()
     return counts
 
 

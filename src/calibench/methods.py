@@ -1,15 +1,17 @@
 """Confidence extraction methods: from the scoring engine's raw numbers to contract records.
 
-Every method is a function ``(engine, task, *, tokenizer=None, options=None) -> list[dict]`` that
-returns one record dict per item (``model``/``revision`` are filled in later by ``run_eval``). The
-methods only talk to the engine through ``score_options``, ``next_token``, ``greedy`` and
-``score_tokens`` (plus ``encode`` when it has one, to tokenise exactly as it does), so tests can
-drive them with a fake engine whose numbers are set by hand.
+Every method is a function ``(engine, task, *, tokenizer=None, options=None, session=None) ->
+list[dict]`` that returns one record dict per item (``model``/``revision`` are filled in later by
+``calibench.scoring``). The methods only talk to the engine through ``score_options``,
+``next_token``, ``greedy`` and ``score_tokens`` (plus its ``tokens`` when it has them, to tokenise
+exactly as it does), so tests can drive them with a fake engine whose numbers are set by hand.
 
 Several methods need the same forward passes: continuation-sum/mean/min are three views of one
-``score_options`` call, and sequence / p-true share one greedy generation. Those passes are cached per
-(engine, task, prompt options) so ``--methods all`` scores each task once. ``prefetch`` goes further
-where the engine has ``score_items``: choice and continuation-* of one item run as one prefix tree.
+``score_options`` call, and sequence / p-true share one greedy generation. A ``ScoringSession``
+(one per run, made by ``calibench.scoring.score``) holds those passes, so ``--methods all`` scores
+each task once; a method called without one makes its own and shares nothing.
+``ScoringSession.prefetch`` goes further where the engine has ``score_items``: choice and
+continuation-* of one item run as one prefix tree.
 
 Which method applies to which task kind is in ``APPLIES_TO``; calling a method on another kind raises
 ``CalibenchError``. ``resolve_methods`` expands ``all`` to the methods that fit each task.
@@ -20,7 +22,6 @@ from __future__ import annotations
 import json
 import re
 import string
-import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
@@ -29,6 +30,8 @@ import numpy as np
 import pandas as pd
 
 from calibench.errors import CalibenchError
+from calibench.models.engine.tokens import Tokens
+from calibench.models.engine.types import ItemRequest
 
 LETTERS = string.ascii_uppercase
 _TAIL = 48  # characters of a prompt's end used to tokenise what follows it
@@ -82,32 +85,10 @@ class MethodOptions:
 # tokenizer helpers
 
 
-def _tokenizer(engine: Any, tokenizer: Any) -> Any:
-    tok = tokenizer if tokenizer is not None else getattr(engine, "tokenizer", None)
-    if tok is None:
-        raise CalibenchError("this method needs the model's tokenizer (pass tokenizer=...)")
-    return tok
-
-
-def _encode(tok: Any, text: str) -> list[int]:
-    return list(tok.encode(text, add_special_tokens=False))
-
-
-def continuation_ids(tok: Any, context: str, continuation: str) -> list[int]:
-    """Token ids of ``continuation`` as it follows ``context`` (lm-evaluation-harness semantics).
-
-    Trailing whitespace of the context moves to the continuation, then the continuation tokens are
-    ``enc(context + continuation)[len(enc(context)):]``, so merges across the boundary are honoured.
-    """
-    n_space = len(context) - len(context.rstrip())
-    if n_space:
-        continuation = context[-n_space:] + continuation
-        context = context[:-n_space]
-    whole = _encode(tok, context + continuation)
-    ctx = _encode(tok, context)
-    if whole[: len(ctx)] != ctx:  # the boundary merged into the context: fall back to the bare encoding
-        return _encode(tok, continuation)
-    return whole[len(ctx):]
+def _tokens(engine: Any, tok: Any) -> Tokens:
+    """The engine's own ``Tokens`` (its BOS rules), else plain encoding with ``tok`` (a fake engine)."""
+    own = getattr(engine, "tokens", None)
+    return own if isinstance(own, Tokens) else Tokens(tok, lm_eval=False)
 
 
 def answer_token_ids(tok: Any, words: Sequence[str], *, context: str = "Answer:", chat: bool = False,
@@ -120,11 +101,12 @@ def answer_token_ids(tok: Any, words: Sequence[str], *, context: str = "Answer:"
     word after the context (small BPE vocabularies without ``ĠE``), the other form is tried, then the
     bare word on its own. The ids must be distinct. Returns (ids, variant): "space", "bare" or "alone".
     """
+    tokens = _tokens(engine, tok)
     order = ("bare", "space") if chat else ("space", "bare")
     tries: list[tuple[str, Callable[[str], list[int]]]] = [
-        (v, lambda w, v=v: _follow_ids(engine, tok, context, (" " if v == "space" else "") + w)) for v in order
+        (v, lambda w, v=v: tokens.follow(context, (" " if v == "space" else "") + w)) for v in order
     ]
-    tries.append(("alone", lambda w: _encode(tok, w)))
+    tries.append(("alone", tokens.bare))
     for variant, encode in tries:
         ids: list[int] = []
         for word in words:
@@ -139,19 +121,6 @@ def answer_token_ids(tok: Any, words: Sequence[str], *, context: str = "Answer:"
         f"the tokenizer has no distinct single token for each of {list(words)} (with or without a "
         "leading space), so the 'choice' method cannot read their next-token probabilities"
     )
-
-
-def _follow_ids(engine: Any, tok: Any, prompt: str, continuation: str) -> list[int]:
-    """Ids of ``continuation`` as the model would produce it right after ``prompt`` as given.
-
-    Unlike lm-eval's pair encoding, trailing whitespace stays in the prompt (a chat prompt ends in
-    a newline and ``next_token`` reads the token after it). Encoding follows the engine (BOS rules).
-    """
-    encode = getattr(engine, "encode", None) or (lambda text: _encode(tok, text))
-    whole, ctx = list(encode(prompt + continuation)), list(encode(prompt))
-    if whole[: len(ctx)] == ctx and len(whole) > len(ctx):
-        return whole[len(ctx):]
-    return continuation_ids(tok, prompt, continuation)
 
 
 def _decode(tok: Any, ids: Sequence[int]) -> str:
@@ -230,42 +199,105 @@ def _sep(opts: MethodOptions) -> str:
 
 
 # --------------------------------------------------------------------------------------------------
-# shared passes, cached per engine
+# shared passes, held by one run's session
 
 
-_CACHE: weakref.WeakKeyDictionary[Any, dict[tuple, Any]] = weakref.WeakKeyDictionary()
+class ScoringSession:
+    """One run's shared passes: what several methods of a task read, computed once per task.
+
+    ``calibench.scoring.score`` makes one per run and drops it at the end; a method called without
+    one makes its own (nothing shared). Passes are keyed by task (name, content hash, item ids); the
+    engine, tokenizer and options are fixed for the session.
+    """
+
+    def __init__(self, engine: Any, tokenizer: Any = None, options: Mapping[str, Any] | MethodOptions | None = None
+                 ) -> None:
+        self.engine = engine
+        self._tok = tokenizer if tokenizer is not None else getattr(engine, "tokenizer", None)
+        self.options = MethodOptions.from_mapping(options)
+        self._passes: dict[tuple, Any] = {}
+
+    @property
+    def tok(self) -> Any:
+        """The model's tokenizer (prompts, decoding); an error for methods that need one when absent."""
+        if self._tok is None:
+            raise CalibenchError("this method needs the model's tokenizer (pass tokenizer=...)")
+        return self._tok
+
+    @property
+    def tokens(self) -> Tokens:
+        return _tokens(self.engine, self.tok)
+
+    def _pass(self, name: str, task: Any, compute: Callable[[], Any]) -> Any:
+        key = (name, *_task_key(task))
+        if key not in self._passes:
+            self._passes[key] = compute()
+        return self._passes[key]
+
+    def option_scores(self, task: Any) -> list[list[Any]]:
+        """One ``score_options`` pass: every option as " " + option after the question context."""
+        return self._pass("options", task, lambda: self.engine.score_options(
+            _continuation_requests(task, self.tok, self.options)))
+
+    def greedy_answers(self, task: Any) -> list[_Answer]:
+        """One greedy pass over the fact prompts, each answer cut at its first sentence end."""
+
+        def compute() -> list[_Answer]:
+            prompts = _fact_prompts(task, self.tok, self.options)
+            gens = self.engine.greedy(prompts, max_new_tokens=self.options.max_new_tokens, stop=("\n",))
+            return [_cut_generation(self.tok, g) for g in gens]
+
+        return self._pass("greedy", task, compute)
+
+    def choice_outputs(self, task: Any) -> tuple[list, list, list]:
+        """One ``next_token`` pass over the choice prompts: (outputs, letter ids, letter spellings)."""
+
+        def compute() -> tuple[list, list, list]:
+            prompts, cands, variants = _choice_requests(self, task)
+            return self.engine.next_token(prompts, cands), cands, variants
+
+        return self._pass("choice", task, compute)
+
+    def prefetch(self, task: Any, methods: Sequence[str]) -> None:
+        """Run the passes of several methods in one engine call, before the methods read them.
+
+        Scored together (``ScoringEngine.score_items``), each item's choice prompt and option sequences
+        go in one packed row, so there is one forward per batch of items instead of one per method
+        family. Whatever they share (the options' context, few-shot shots across items) runs once.
+        """
+        wanted = set(methods)
+        if getattr(task, "kind", None) != "mc" or "choice" not in wanted or not wanted & set(CONTINUATION_METHODS):
+            return
+        if not hasattr(self.engine, "score_items"):
+            return
+        key = _task_key(task)
+        if ("choice", *key) in self._passes and ("options", *key) in self._passes:
+            return
+        prompts, cands, variants = _choice_requests(self, task)
+        requests = [ItemRequest(prompts=[p], candidates=[c], option_sets=[o]) for p, c, o in
+                    zip(prompts, cands, _continuation_requests(task, self.tok, self.options), strict=True)]
+        scored = self.engine.score_items(requests, desc="choice + continuation")
+        self._passes.setdefault(("choice", *key), ([s.next_tokens[0] for s in scored], cands, variants))
+        self._passes.setdefault(("options", *key), [s.options[0] for s in scored])
 
 
-def _cached(engine: Any, key: tuple, compute: Callable[[], Any]) -> Any:
-    try:
-        store = _CACHE.setdefault(engine, {})
-    except TypeError:  # an engine that cannot be weakly referenced: no caching
-        return compute()
-    if key not in store:
-        store[key] = compute()
-    return store[key]
+def _session(engine: Any, tokenizer: Any, options: Mapping[str, Any] | MethodOptions | None,
+             session: ScoringSession | None) -> ScoringSession:
+    """The caller's session (checked against the arguments), else a fresh one for this call."""
+    if session is None:
+        return ScoringSession(engine, tokenizer, options)
+    if session.engine is not engine:
+        raise CalibenchError("the scoring session belongs to another engine")
+    if tokenizer is not None and tokenizer is not session._tok:
+        raise CalibenchError("the tokenizer differs from the scoring session's tokenizer")
+    if options is not None and MethodOptions.from_mapping(options) != session.options:
+        raise CalibenchError("method options differ from the scoring session's options")
+    return session
 
 
-def clear_cache(engine: Any | None = None) -> None:
-    """Drop cached passes (for one engine, or all)."""
-    if engine is None:
-        _CACHE.clear()
-    else:
-        _CACHE.pop(engine, None)
-
-
-def _task_key(task: Any, opts: MethodOptions) -> tuple:
+def _task_key(task: Any) -> tuple:
     ids = tuple(getattr(it, "item_id", i) for i, it in enumerate(task.items))
-    return (task.name, getattr(task, "content_hash", ""), hash(ids), opts)
-
-
-def _option_scores(engine: Any, task: Any, tok: Any, opts: MethodOptions) -> list[list[Any]]:
-    """One ``score_options`` pass: every option as " " + option after the question context."""
-
-    def compute() -> list[list[Any]]:
-        return engine.score_options(_continuation_requests(task, tok, opts))
-
-    return _cached(engine, ("options",) + _task_key(task, opts), compute)
+    return (task.name, getattr(task, "content_hash", ""), hash(ids))
 
 
 @dataclass
@@ -275,17 +307,6 @@ class _Answer:
     n_tokens: int
     raw: str  # the full greedy generation
     truncated: int
-
-
-def _greedy_answers(engine: Any, task: Any, tok: Any, opts: MethodOptions) -> list[_Answer]:
-    """One greedy pass over the fact prompts, each answer cut at its first sentence end."""
-
-    def compute() -> list[_Answer]:
-        prompts = _fact_prompts(task, tok, opts)
-        gens = engine.greedy(prompts, max_new_tokens=opts.max_new_tokens, stop=("\n",))
-        return [_cut_generation(tok, g) for g in gens]
-
-    return _cached(engine, ("greedy",) + _task_key(task, opts), compute)
 
 
 def _cut_generation(tok: Any, gen: Any) -> _Answer:
@@ -352,74 +373,32 @@ def _check_kind(task: Any, method: str) -> None:
 # the methods
 
 
-def _choice_requests(engine: Any, task: Any, tok: Any, opts: MethodOptions) -> tuple[list[str], list, list]:
+def _choice_requests(session: ScoringSession, task: Any) -> tuple[list[str], list, list]:
     """Choice prompts, the token ids of each item's letters, and which letter spelling was used."""
+    tok, opts = session.tok, session.options
     prompts = _choice_prompts(task, tok, opts)
     cands, variants, memo = [], [], {}
     for item, prompt in zip(task.items, prompts, strict=True):
         key = (prompt[-_TAIL:], len(item.options))  # the boundary depends only on the prompt's end
         if key not in memo:
             memo[key] = answer_token_ids(tok, LETTERS[: len(item.options)], context=prompt[-_TAIL:],
-                                         chat=opts.chat_template, engine=engine)
+                                         chat=opts.chat_template, engine=session.engine)
         ids, variant = memo[key]
         cands.append(ids)
         variants.append(variant)
     return prompts, cands, variants
 
 
-def _choice_outputs(engine: Any, task: Any, tok: Any, opts: MethodOptions) -> tuple[list, list, list]:
-    """One ``next_token`` pass over the choice prompts: (outputs, letter ids, letter spellings)."""
-
-    def compute() -> tuple[list, list, list]:
-        prompts, cands, variants = _choice_requests(engine, task, tok, opts)
-        return engine.next_token(prompts, cands), cands, variants
-
-    return _cached(engine, ("choice",) + _task_key(task, opts), compute)
-
-
-def prefetch(engine: Any, task: Any, methods: Sequence[str], *, tokenizer: Any = None,
-             options: Mapping[str, Any] | None = None) -> None:
-    """Run the passes of several methods in one engine call, before the methods read them.
-
-    Scored together (``ScoringEngine.score_items``), each item's choice prompt and option sequences
-    go in one packed row, so there is one forward per batch of items instead of one per method
-    family. Whatever they share (the options' context, few-shot shots across items) runs once.
-    """
-    wanted = set(methods)
-    if getattr(task, "kind", None) != "mc" or "choice" not in wanted or not wanted & set(CONTINUATION_METHODS):
-        return
-    if not hasattr(engine, "score_items"):
-        return
-    from calibench.models.engine import ItemRequest
-
-    opts = MethodOptions.from_mapping(options)
-    tok = _tokenizer(engine, tokenizer)
-    key = _task_key(task, opts)
-    try:
-        store = _CACHE.get(engine, {})
-    except TypeError:  # an engine that cannot be weakly referenced: nothing is cached, nothing to share
-        return
-    if ("choice",) + key in store and ("options",) + key in store:
-        return
-    prompts, cands, variants = _choice_requests(engine, task, tok, opts)
-    requests = [ItemRequest(prompts=[p], candidates=[c], option_sets=[o])
-                for p, c, o in zip(prompts, cands, _continuation_requests(task, tok, opts), strict=True)]
-    scored = engine.score_items(requests, desc="choice + continuation")
-    outs = [s.next_tokens[0] for s in scored]
-    _cached(engine, ("choice",) + key, lambda: (outs, cands, variants))
-    _cached(engine, ("options",) + key, lambda: [s.options[0] for s in scored])
-
-
-def choice(engine: Any, task: Any, *, tokenizer: Any = None, options: Mapping[str, Any] | None = None) -> list[dict]:
+def choice(engine: Any, task: Any, *, tokenizer: Any = None, options: Mapping[str, Any] | None = None,
+           session: ScoringSession | None = None) -> list[dict]:
     """Letters after "Answer:": next-token probabilities of the item's letters, renormalised.
 
     ``extra`` keeps the raw letter probabilities (HELM's unnormalised number), their sum (how much
     mass the model puts on any valid letter) and whether the top token overall was a letter.
     """
     _check_kind(task, "choice")
-    opts = MethodOptions.from_mapping(options)
-    tok = _tokenizer(engine, tokenizer)
-    outs, cands, variants = _choice_outputs(engine, task, tok, opts)
+    ses = _session(engine, tokenizer, options, session)
+    outs, cands, variants = ses.choice_outputs(task)
     records = []
     for item, out, ids, variant in zip(task.items, outs, cands, variants, strict=True):
         lp = np.asarray(out.candidate_logprobs, dtype=np.float64)
@@ -436,13 +415,12 @@ def choice(engine: Any, task: Any, *, tokenizer: Any = None, options: Mapping[st
 
 
 def _continuation(method: str, stat: str) -> Callable[..., list[dict]]:
-    def run(engine: Any, task: Any, *, tokenizer: Any = None,
-            options: Mapping[str, Any] | None = None) -> list[dict]:
+    def run(engine: Any, task: Any, *, tokenizer: Any = None, options: Mapping[str, Any] | None = None,
+            session: ScoringSession | None = None) -> list[dict]:
         _check_kind(task, method)
-        opts = MethodOptions.from_mapping(options)
-        tok = _tokenizer(engine, tokenizer)
+        ses = _session(engine, tokenizer, options, session)
         records = []
-        for item, scores in zip(task.items, _option_scores(engine, task, tok, opts), strict=True):
+        for item, scores in zip(task.items, ses.option_scores(task), strict=True):
             values = [float(getattr(s, stat)) for s in scores]
             extra = {
                 "loglik": [float(s.sum) for s in scores],
@@ -464,17 +442,17 @@ continuation_mean = _continuation("continuation-mean", "mean")
 continuation_min = _continuation("continuation-min", "min")
 
 
-def first_token(engine: Any, task: Any, *, tokenizer: Any = None,
-                options: Mapping[str, Any] | None = None) -> list[dict]:
+def first_token(engine: Any, task: Any, *, tokenizer: Any = None, options: Mapping[str, Any] | None = None,
+                session: ScoringSession | None = None) -> list[dict]:
     """Facts: probability of the greedy first answer token; correct = it is the gold object's first
     token as it follows the prompt (``enc(prompt + " " + object)`` after ``enc(prompt)``)."""
     _check_kind(task, "first-token")
-    opts = MethodOptions.from_mapping(options)
-    tok = _tokenizer(engine, tokenizer)
+    ses = _session(engine, tokenizer, options, session)
+    opts, tok = ses.options, ses.tok
     prompts = _fact_prompts(task, tok, opts)
     gold = []
     for p, item in zip(prompts, task.items, strict=True):
-        ids = _follow_ids(engine, tok, p, _sep(opts) + item.object)
+        ids = ses.tokens.follow(p, _sep(opts) + item.object)
         if not ids:
             raise CalibenchError(f"task '{task.name}' item '{item.item_id}': the object encodes to no token")
         gold.append(ids[0])
@@ -498,14 +476,14 @@ def _fact_gold(item: Any) -> list[str]:
     return [item.object, *list(getattr(item, "aliases", []) or [])]
 
 
-def sequence(engine: Any, task: Any, *, tokenizer: Any = None, options: Mapping[str, Any] | None = None) -> list[dict]:
+def sequence(engine: Any, task: Any, *, tokenizer: Any = None, options: Mapping[str, Any] | None = None,
+             session: ScoringSession | None = None) -> list[dict]:
     """Facts: greedy answer (``max_new_tokens``, default 8) cut at the first sentence end; confidence =
     product of its token probabilities; correct = normalised exact match with the object or an alias."""
     _check_kind(task, "sequence")
-    opts = MethodOptions.from_mapping(options)
-    tok = _tokenizer(engine, tokenizer)
+    ses = _session(engine, tokenizer, options, session)
     records = []
-    for item, ans in zip(task.items, _greedy_answers(engine, task, tok, opts), strict=True):
+    for item, ans in zip(task.items, ses.greedy_answers(task), strict=True):
         extra = {"generation": ans.raw, "n_tokens": ans.n_tokens, "logprob": ans.logprob,
                  "truncated": ans.truncated}
         # an empty answer is an abstention: confidence 0 (it cannot be right, and claims nothing)
@@ -515,7 +493,8 @@ def sequence(engine: Any, task: Any, *, tokenizer: Any = None, options: Mapping[
     return records
 
 
-def p_true(engine: Any, task: Any, *, tokenizer: Any = None, options: Mapping[str, Any] | None = None) -> list[dict]:
+def p_true(engine: Any, task: Any, *, tokenizer: Any = None, options: Mapping[str, Any] | None = None,
+           session: ScoringSession | None = None) -> list[dict]:
     """Kadavath et al.'s P(True): after a proposed answer, P(" True") / (P(" True") + P(" False")).
 
     The proposal is the model's own answer: the greedy answer (facts) or the continuation-sum argmax
@@ -523,15 +502,15 @@ def p_true(engine: Any, task: Any, *, tokenizer: Any = None, options: Mapping[st
     continuations, so tokenizers that split them into several tokens still give exact probabilities.
     """
     _check_kind(task, "p-true")
-    opts = MethodOptions.from_mapping(options)
-    tok = _tokenizer(engine, tokenizer)
+    ses = _session(engine, tokenizer, options, session)
+    opts, tok = ses.options, ses.tok
     if task.kind == "facts":
-        answers = _greedy_answers(engine, task, tok, opts)
+        answers = ses.greedy_answers(task)
         questions = _fact_prompts(task, tok, MethodOptions())  # the bare zero-shot cloze
         proposals = [a.text for a in answers]
         correct = [answer_matches(a.text, _fact_gold(it)) for a, it in zip(answers, task.items, strict=True)]
     else:
-        scores = _option_scores(engine, task, tok, opts)
+        scores = ses.option_scores(task)
         picks = [int(np.argmax([s.sum for s in sc])) for sc in scores]
         questions = [it.question for it in task.items]
         proposals = [it.options[k] for it, k in zip(task.items, picks, strict=True)]
@@ -554,15 +533,15 @@ def p_true(engine: Any, task: Any, *, tokenizer: Any = None, options: Mapping[st
     return records
 
 
-def iter_token_records(engine: Any, task: Any, *, tokenizer: Any = None,
-                       options: Mapping[str, Any] | None = None) -> Iterator[pd.DataFrame]:
+def iter_token_records(engine: Any, task: Any, *, tokenizer: Any = None, options: Mapping[str, Any] | None = None,
+                       session: ScoringSession | None = None) -> Iterator[pd.DataFrame]:
     """CLM: one record per scored token, yielded as one DataFrame per engine batch (streamable).
 
     item_id is ``"<doc id>:<position>"``; pred is the argmax token id; confidence its softmax
     probability; correct = argmax equals the next token; ``extra`` holds the target id.
     """
     _check_kind(task, "token")
-    opts = MethodOptions.from_mapping(options)
+    opts = _session(engine, tokenizer, options, session).options
     docs = task.items
     texts = (doc.text for doc in docs)
     for batch in engine.score_tokens(texts, window=opts.window, stride=opts.stride):
@@ -586,10 +565,11 @@ def iter_token_records(engine: Any, task: Any, *, tokenizer: Any = None,
         })
 
 
-def token(engine: Any, task: Any, *, tokenizer: Any = None, options: Mapping[str, Any] | None = None) -> list[dict]:
+def token(engine: Any, task: Any, *, tokenizer: Any = None, options: Mapping[str, Any] | None = None,
+          session: ScoringSession | None = None) -> list[dict]:
     """CLM token records as a list (small corpora; ``run_eval`` streams ``iter_token_records``)."""
     rows: list[dict] = []
-    for frame in iter_token_records(engine, task, tokenizer=tokenizer, options=options):
+    for frame in iter_token_records(engine, task, tokenizer=tokenizer, options=options, session=session):
         for rec in frame.to_dict("records"):
             rec["label"] = None
             rec["extra"] = json.loads(rec["extra"])

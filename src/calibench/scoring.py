@@ -15,7 +15,7 @@ from typing import Any
 import pandas as pd
 
 from calibench.errors import CalibenchError
-from calibench.methods import METHODS, MethodOptions, clear_cache, iter_token_records, prefetch
+from calibench.methods import METHODS, MethodOptions, ScoringSession, iter_token_records
 from calibench.records import COLUMNS, make_records
 
 
@@ -41,26 +41,24 @@ def score(engine: Any, units: Sequence[tuple[Any, str]], *, tokenizer: Any, opti
           model_id: str, revision: str) -> Iterator[RecordChunk]:
     """Run every (task, method) unit on ``engine`` and yield its records.
 
-    Passes that several methods of one task share (the choice prompt and the option continuations)
-    run once. A unit that produces no record is an error.
+    Passes that several methods of one task share (the choice prompt and the option continuations,
+    the greedy answers) run once: they live in this call's ``ScoringSession`` and go with it.
+    A unit that produces no record is an error.
     """
-    try:
-        for task, method in units:
-            if method == "token":
-                frames = iter_token_records(engine, task, tokenizer=tokenizer, options=options)
-            else:
-                together = [m for t, m in units if t is task]
-                prefetch(engine, task, together, tokenizer=tokenizer, options=options)
-                frames = iter([make_records(METHODS[method](engine, task, tokenizer=tokenizer, options=options))])
-            pending = None
-            for frame in frames:
-                if len(frame) == 0:
-                    continue
-                if pending is not None:
-                    yield RecordChunk(task, method, _finish(pending, model_id, revision), last=False)
-                pending = frame
-            if pending is None:
-                raise CalibenchError(f"task '{task.name}' method '{method}' produced no records")
-            yield RecordChunk(task, method, _finish(pending, model_id, revision), last=True)
-    finally:
-        clear_cache(engine)
+    session = ScoringSession(engine, tokenizer, options)
+    for task, method in units:
+        if method == "token":
+            frames = iter_token_records(engine, task, session=session)
+        else:
+            session.prefetch(task, [m for t, m in units if t is task])
+            frames = iter([make_records(METHODS[method](engine, task, session=session))])
+        pending = None
+        for frame in frames:
+            if len(frame) == 0:
+                continue
+            if pending is not None:
+                yield RecordChunk(task, method, _finish(pending, model_id, revision), last=False)
+            pending = frame
+        if pending is None:
+            raise CalibenchError(f"task '{task.name}' method '{method}' produced no records")
+        yield RecordChunk(task, method, _finish(pending, model_id, revision), last=True)
