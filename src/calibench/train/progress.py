@@ -15,16 +15,15 @@ try:  # transformers is a hard dependency; the guard only keeps `import calibenc
 except ImportError:  # pragma: no cover
     TrainerCallback = object  # type: ignore[misc,assignment]
 
-# Logged values worth showing on the bar, in this order (others stay in the log history).
-SHOWN = ("loss", "reward", "rewards/accuracies", "rewards/margins", "accuracy", "learning_rate")
+# Logged values worth showing on the bar, in this order (others, e.g. grad_norm, stay in the log history).
+SHOWN = ("loss", "train_loss", "reward", "rewards/accuracies", "rewards/margins", "accuracy", "learning_rate")
 
 
 def log_summary(logs: dict[str, Any]) -> str:
-    """``loss=2.134 learning_rate=0.000`` from a trainer log dict (numbers only, the SHOWN keys first)."""
-    keys = [k for k in SHOWN if k in logs] or [k for k in logs if k != "epoch"][:3]
+    """``loss=2.134 learning_rate=0.0005`` from a trainer log dict ("" when it holds none of SHOWN)."""
     parts = []
-    for k in keys:
-        v = logs[k]
+    for k in SHOWN:
+        v = logs.get(k)
         if isinstance(v, (int, float)) and not isinstance(v, bool):
             parts.append(f"{k}={v:.4g}" if k == "learning_rate" else f"{k}={v:.3f}")
     return " ".join(parts)
@@ -53,8 +52,9 @@ class LossProgress(TrainerCallback):
             self.bar.update(self.task, completed=state.global_step)
 
     def on_log(self, args, state, control, logs=None, **kwargs):
-        if self.bar is not None and logs:
-            self.bar.update(self.task, info=log_summary(logs))
+        text = log_summary(logs or {})
+        if self.bar is not None and text:
+            self.bar.update(self.task, info=text)
 
     def on_train_end(self, args, state, control, **kwargs):
         if self.bar is not None:
