@@ -71,10 +71,16 @@ def test_explicit_threads_always_win(monkeypatch: pytest.MonkeyPatch) -> None:
     assert threads.resolve_threads(None, 1e6) == 1
 
 
-def test_machine_state_reports_this_machine() -> None:
+def test_machine_state_reports_this_machine(monkeypatch: pytest.MonkeyPatch) -> None:
     cpus, load = threads.machine_state()
     assert isinstance(cpus, int) and 1 <= cpus <= (os.cpu_count() or 1)
     assert isinstance(load, float) and load >= 0.0
+    assert threads._own_load() >= 0.0
+    monkeypatch.setattr(os, "getloadavg", lambda: (3.5, 0.0, 0.0))
+    monkeypatch.setattr(threads, "_own_load", lambda: 1.0)
+    assert threads.machine_state()[1] == 2.5                           # this process is not "another job"
+    monkeypatch.setattr(threads, "_own_load", lambda: 9.0)
+    assert threads.machine_state()[1] == 0.0
 
 
 def test_parameter_estimates_before_loading(tiny: Path) -> None:

@@ -47,8 +47,27 @@ def choose_threads(n_params: float | None, cpus: int, load: float) -> int | None
     return max(1, math.floor(idle))
 
 
+def _own_load() -> float:
+    """This process's average CPU use since it started, in cores (0.0 where /proc is missing).
+
+    The load average counts this process too: a study's second unit would otherwise see its own first
+    unit as "another job" and drop to one thread on an idle machine.
+    """
+    try:
+        with open("/proc/self/stat", encoding="ascii") as fh:
+            start_ticks = int(fh.read().rsplit(")", 1)[1].split()[19])  # field 22: start time
+        with open("/proc/uptime", encoding="ascii") as fh:
+            uptime = float(fh.read().split()[0])
+        elapsed = uptime - start_ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return 0.0
+    used = os.times()
+    return (used.user + used.system) / elapsed if elapsed > 1.0 else 0.0
+
+
 def machine_state() -> tuple[int, float]:
-    """(cores this process may use, 1-minute load average); load 0.0 where the OS does not report it."""
+    """(cores this process may use, 1-minute load average of the OTHER processes); load 0.0 where the OS
+    does not report it."""
     try:
         cpus = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
@@ -57,7 +76,7 @@ def machine_state() -> tuple[int, float]:
         load = os.getloadavg()[0]
     except (AttributeError, OSError):
         load = 0.0
-    return cpus, load
+    return cpus, max(0.0, load - _own_load())
 
 
 def auto_threads(n_params: float | None) -> int | None:
