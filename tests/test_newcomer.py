@@ -424,3 +424,14 @@ def test_unreachable_hub_loads_cached_models_without_retries(monkeypatch) -> Non
     with pytest.raises(CalibenchError, match="could not load model"):
         loading.load_model("pretrained=EleutherAI/pythia-70m")
     assert seen.get("local_files_only") is True
+
+
+def test_plan_lines_align_and_table_width_decides_the_form() -> None:
+    from calibench.commands.study import plan_lines, table_width
+
+    rows = [("1", "train", "to run", "abc", "train w (world)", "world"),
+            ("10", "eval", "finished", "?", "m / t", "choice,continuation-sum")]
+    assert plan_lines(rows) == [" 1  train  to run    abc  train w (world)  world",
+                                "10  eval   finished  ?    m / t            choice,continuation-sum"]
+    # widest cells (2+5+8+3+15+23) + 3 per column + 1: a terminal narrower than this gets the lines
+    assert table_width(rows) == 56 + 3 * 6 + 1

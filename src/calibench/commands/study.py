@@ -17,6 +17,7 @@ study_app = typer.Typer(help="Declarative calibration studies: a crash-safe grid
                         no_args_is_help=True)
 
 STUDY = typer.Argument(..., help="Study YAML file, or a shipped study's name (see `calibench study list`).")
+PLAN_COLUMNS = ("#", "kind", "status", "key", "unit", "methods")
 LIMIT = typer.Option(None, "--limit", min=1, help="Score at most N items per task (overrides settings.limit).")
 
 
@@ -38,8 +39,22 @@ def list_cmd() -> None:
 
 
 def plan_lines(rows: list[tuple[str, ...]]) -> list[str]:
-    """One compact line per unit (for pipes and files, where a table would wrap into hundreds of lines)."""
-    return ["  ".join(r) for r in rows]
+    """One compact line per unit (for pipes, files and narrow terminals, where a table would wrap into
+    hundreds of lines)."""
+    if not rows:
+        return []
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    out = []
+    for r in rows:  # aligned columns; the long unit label is padded, the methods list ends the line
+        cells = [r[0].rjust(widths[0]), *(c.ljust(w) for c, w in zip(r[1:-1], widths[1:-1], strict=True)), r[-1]]
+        out.append("  ".join(cells).rstrip())
+    return out
+
+
+def table_width(rows: list[tuple[str, ...]], headers: tuple[str, ...] = PLAN_COLUMNS) -> int:
+    """Characters a one-line-per-row rich table of ``rows`` needs (cells, padding and borders)."""
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)] if rows else [0]
+    return sum(widths) + 3 * len(widths) + 1
 
 
 @study_app.command("plan")
@@ -65,19 +80,20 @@ def plan_cmd(
     for i, u in enumerate(units, start=1):
         methods = ",".join(u.spec.get("methods", [])) if u.kind == "eval" else u.spec["recipe"]
         key = u.key[:12] if u.key != "?" else "?"
-        rows.append((str(i), u.kind, u.label, methods, key, "finished" if u.key in finished else "to run"))
+        rows.append((str(i), u.kind, "finished" if u.key in finished else "to run", key, u.label, methods))
     title = f"study {study.name}: {len(units)} units"
-    if not sys.stdout.isatty():
-        typer.echo(title + ("  (key ?: task resolved at run)" if any(r[4] == "?" for r in rows) else ""))
+    console = Console()
+    if not sys.stdout.isatty() or table_width(rows) > console.width:
+        typer.echo(title + ("  (key ?: task resolved at run)" if any(r[3] == "?" for r in rows) else ""))
         for line in plan_lines(rows):
             typer.echo(line)
         return
-    table = Table(title=title, caption="key ?: task resolved at run" if any(r[4] == "?" for r in rows) else None)
-    for col in ("#", "kind", "unit", "methods", "key", "status"):
-        table.add_column(col, overflow="fold", no_wrap=col in ("#", "kind", "key", "status"))
+    table = Table(title=title, caption="key ?: task resolved at run" if any(r[3] == "?" for r in rows) else None)
+    for col in PLAN_COLUMNS:
+        table.add_column(col, no_wrap=True)
     for row in rows:
         table.add_row(*row)
-    Console().print(table)
+    console.print(table)
 
 
 @study_app.command("run")
