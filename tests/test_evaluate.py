@@ -362,7 +362,7 @@ def test_cli_threads_pins_torch_for_the_run_only(world, capsys, monkeypatch):
     before = torch.get_num_threads()
     assert main([*base, "--out", str(root / "threads_default")]) == 0
     assert main([*base, "--out", str(root / "threads_one"), "--threads", "1"]) == 0
-    assert seen == [before, 1]
+    assert seen == [1, 1]  # the default for a model this small is one thread (calibench.threads.choose_threads)
     assert torch.get_num_threads() == before
     a = pd.read_parquet(root / "threads_default" / "records.parquet")
     b = pd.read_parquet(root / "threads_one" / "records.parquet")

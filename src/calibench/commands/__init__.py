@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from calibench.commands import evaluate, from_lm_eval, lifecycle, metrics, study, train
+from calibench.commands import evaluate, examples, from_lm_eval, lifecycle, metrics, study, train
 
 REGISTRARS = [
     metrics.register,
+    examples.register,
     evaluate.register,
     from_lm_eval.register,
     train.register,

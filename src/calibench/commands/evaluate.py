@@ -83,11 +83,13 @@ def eval_command(
     no_figures: bool = typer.Option(False, "--no-figures", help="Skip the reliability diagram PNGs."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress output."),
     threads: int | None = typer.Option(None, "--threads", min=1,
-                                       help="torch intra-op threads (default: torch's; 1 is best on a busy CPU)."),
+                                       help="torch intra-op threads (default: 1 for small models or a busy CPU, "
+                                       "else torch's; see calibench.threads)."),
 ) -> None:
     """Score a model on tasks with confidence methods; write records, metrics, diagrams and config."""
     from calibench.evaluate import run_eval
-    from calibench.threads import torch_threads
+    from calibench.models.size import estimate_parameters
+    from calibench.threads import resolve_threads, torch_threads
 
     if model != "hf":
         raise CalibenchError(f"--model '{model}' is not supported (use --model hf)")
@@ -95,7 +97,11 @@ def eval_command(
 
     if (problem := device_problem(device)) is not None:
         raise CalibenchError(f"--device {problem}")
-    with torch_threads(threads):
+    if quiet:
+        from calibench.quiet import quiet_libraries
+
+        quiet_libraries(warnings_too=True)
+    with torch_threads(resolve_threads(threads, estimate_parameters(model_args))):
         result = run_eval(
             model_args, _split(tasks, "tasks"), methods, out,
             batch_size=batch_size, device=device, seed=seed, limit=limit, num_fewshot=num_fewshot,

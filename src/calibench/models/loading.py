@@ -141,6 +141,7 @@ class _Source:
     gguf_file: str | None
     model_id: str
     tokenizer_location: str
+    local_files_only: bool = False  # a cached hub id while the hub cannot be reached: no retries
 
 
 def _offline() -> bool:
@@ -220,18 +221,45 @@ def _resolve(spec: ModelSpec, *, allow_pickle: bool) -> _Source:
         raise CalibenchError(f"model not found: '{name}' is neither a folder nor a hub id")
     if _offline():
         _require_cached(name, spec.revision)
+        return _Source(name, False, spec.revision, spec.gguf_file, name, spec.tokenizer or name)
+    if not hub_reachable():
+        # huggingface_hub would retry for ~25 s before failing; check the cache and stay local instead
+        _require_cached(name, spec.revision, reason=f"the hub ({_endpoint()}) cannot be reached")
+        return _Source(name, False, spec.revision, spec.gguf_file, name, spec.tokenizer or name, True)
     return _Source(name, False, spec.revision, spec.gguf_file, name, spec.tokenizer or name)
 
 
-def _require_cached(repo_id: str, revision: str | None) -> None:
-    """Offline, a hub id only works if its files are already in the local HF cache."""
+def _endpoint() -> str:
+    from huggingface_hub import constants
+
+    return constants.ENDPOINT
+
+
+def hub_reachable(timeout: float = 2.0) -> bool:
+    """One quick TCP connect to the hub endpoint (True behind a proxy: the proxy decides, not us)."""
+    import socket
+    from urllib.parse import urlsplit
+
+    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return True
+    url = urlsplit(_endpoint())
+    try:
+        socket.create_connection((url.hostname or "", url.port or (443 if url.scheme == "https" else 80)),
+                                 timeout=timeout).close()
+    except OSError:
+        return False
+    return True
+
+
+def _require_cached(repo_id: str, revision: str | None, *, reason: str = "HF_HUB_OFFLINE=1 is set") -> None:
+    """Without the hub (offline mode, or no network), a hub id only works if it is in the local HF cache."""
     from huggingface_hub import try_to_load_from_cache
 
     found = try_to_load_from_cache(repo_id, "config.json", revision=revision)
     if not isinstance(found, str):
         rev = f" at revision '{revision}'" if revision else ""
         raise CalibenchError(
-            f"hub model '{repo_id}'{rev} is not in the local cache and HF_HUB_OFFLINE=1 is set; "
+            f"hub model '{repo_id}'{rev} is not in the local cache and {reason}; "
             "download it while online or pass a local folder"
             + ("" if "/" in repo_id else " (builtin models: smollm2-135m-instruct, gemma3-270m)")
         )
@@ -260,6 +288,8 @@ def load_model(
     kwargs: dict[str, Any] = {"trust_remote_code": trust}
     if src.revision:
         kwargs["revision"] = src.revision
+    if src.local_files_only:
+        kwargs["local_files_only"] = True
     if src.gguf_file:
         kwargs["gguf_file"] = src.gguf_file
     elif not allow_pickle:
@@ -274,6 +304,8 @@ def load_model(
     except (OSError, ValueError) as err:
         raise CalibenchError(f"could not load model '{spec.pretrained}': {_first_line(err)}") from None
     tok_kwargs: dict[str, Any] = {"trust_remote_code": trust}
+    if src.local_files_only:
+        tok_kwargs["local_files_only"] = True
     if src.revision and src.tokenizer_location == src.location:
         tok_kwargs["revision"] = src.revision
     if src.gguf_file and src.tokenizer_location == src.location:

@@ -66,6 +66,8 @@ def _settings(cls: type, options: dict[str, Any], spec: dict[str, Any], where: s
         values.setdefault("seed", spec["seed"])
     if "device" in names:
         values.setdefault("device", spec["device"])
+    if "threads" in names:
+        values.setdefault("threads", spec.get("threads"))  # the study's threads (None: the automatic default)
     if "progress" in names:
         values.setdefault("progress", False)  # the study's own progress bar reports units
     return cls(**values)

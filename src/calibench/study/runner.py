@@ -11,6 +11,7 @@ task. Each unit kind dispatches to one small adapter, so wiring a new backend is
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import tempfile
 import traceback
@@ -77,18 +78,19 @@ def eval_adapter(spec: dict[str, Any], work_dir: Path) -> pd.DataFrame:
     """Score one model revision on one task with calibench.evaluate.run_eval; return its records."""
     from calibench.evaluate import run_eval
     from calibench.records import read_records
-    from calibench.threads import torch_threads
+    from calibench.threads import count_parameters, resolve_threads, torch_threads
     from calibench.train.config import quiet_transformers
 
     quiet_transformers()  # per-load progress bars would cut through the study's own progress bar
 
     s = spec["settings"]
     args = model_args(spec, path=spec.get("checkpoint_path"))
-    with torch_threads(s.get("threads")):
+    loaded = _load_cached(args, s["device"])
+    with torch_threads(resolve_threads(s.get("threads"), count_parameters(loaded.model))):
         run_eval(args, [spec["task"]], list(spec["methods"]), work_dir,
                  batch_size=s["batch_size"], device=s["device"], seed=s["seed"], limit=spec["limit"],
                  num_fewshot=s["num_fewshot"], chat_template=spec["chat_template"], n_bins=s["n_bins"],
-                 bootstrap=0, progress=False, figures=False, loaded=_load_cached(args, s["device"]))
+                 bootstrap=0, progress=False, figures=False, loaded=loaded)
     return read_records(work_dir / "records.parquet")
 
 
@@ -204,18 +206,30 @@ class Driver:
         self.broken.add(unit.key)
 
 
-def plan(study_file: str | Path) -> tuple[Study, list[Unit]]:
-    """Validate a study and list its units without running anything (keys '?' where a task is unresolved)."""
+def _load(study_file: str | Path, settings: dict[str, Any] | None) -> Study:
+    """Load a study; ``settings`` (e.g. ``study run --limit``) override the file's settings."""
     study = load_study(study_file)
+    if not settings:
+        return study
+    limit = settings.get("limit")
+    tasks = study.tasks if limit is None else tuple(  # a --limit caps per-task limits too
+        dataclasses.replace(t, limit=min(t.limit, limit)) if t.limit else t for t in study.tasks)
+    return dataclasses.replace(study, settings={**study.settings, **settings}, tasks=tasks)
+
+
+def plan(study_file: str | Path, *, settings: dict[str, Any] | None = None) -> tuple[Study, list[Unit]]:
+    """Validate a study and list its units without running anything (keys '?' where a task is unresolved)."""
+    study = _load(study_file, settings)
     return study, expand(study)
 
 
 def run(study_file: str | Path, out_dir: str | Path | None = None, *, executor: str = "local",
-        address: str | None = None, progress: bool = True) -> StudyResult:
-    """Run every unfinished unit of a study into ``out_dir`` (default ``runs/<study name>``)."""
+        address: str | None = None, progress: bool = True, settings: dict[str, Any] | None = None) -> StudyResult:
+    """Run every unfinished unit of a study into ``out_dir`` (default ``runs/<study name>``); ``settings``
+    override the file's (``limit`` changes unit keys, ``threads`` only speed)."""
     from calibench.study.executors import get_executor
 
-    study = load_study(study_file)
+    study = _load(study_file, settings)
     units = expand(study, strict=True)
     out = Path(out_dir) if out_dir is not None else Path("runs") / study.name
     runner = get_executor(executor, address=address)

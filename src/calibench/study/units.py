@@ -120,7 +120,8 @@ def expand(study: Study, *, task_resolver: TaskResolver | None = default_task_re
         deps = tuple(train_keys[a] for a in t.after)
         spec = {"kind": "train", "name": t.name, "recipe": t.recipe, "options": dict(t.options),
                 "after": list(t.after), "after_keys": list(deps), "seed": settings["seed"],
-                "device": settings["device"], "after_recipes": {a: train_recipes[a] for a in t.after}}
+                "device": settings["device"], "threads": settings["threads"],
+                "after_recipes": {a: train_recipes[a] for a in t.after}}
         key = content_key({"kind": "train", "recipe": t.recipe, "options": dict(t.options), "deps": list(deps),
                            "seed": settings["seed"], "version": __version__})
         train_keys[t.name] = key

@@ -107,16 +107,9 @@ def begin_stage(out_dir: str | os.PathLike[str]) -> tuple[Path, float]:
 
 def quiet_transformers() -> None:
     """Silence per-save progress bars and info logs that would drown the stage's own progress bar."""
-    import warnings
+    from calibench.quiet import quiet_libraries
 
-    import datasets
-    from transformers.utils import logging
-
-    # TRL 1.16 still calls the gradient_checkpointing names that transformers 5 deprecates.
-    warnings.filterwarnings("ignore", message=".*gradient_checkpointing.*", category=FutureWarning)
-    datasets.disable_progress_bars()
-    logging.disable_progress_bar()
-    logging.set_verbosity_error()
+    quiet_libraries()
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,8 @@ from calibench.errors import CalibenchError
 from calibench.io import write_json
 from calibench.threads import torch_threads
 from calibench.train.config import begin_stage
-from calibench.train.sft import load_base, quiet_trainer, trainer_common
+from calibench.train.progress import quiet_trainer
+from calibench.train.sft import load_base, stage_threads, trainer_common
 
 
 @dataclass(frozen=True)
@@ -41,7 +42,7 @@ class PrefSettings:
     max_length: int = 128
     seed: int = 0
     device: str = "cpu"
-    threads: int | None = 1
+    threads: int | None = None  # None: calibench.threads.resolve_threads picks (1 for lab sizes)
     progress: bool = True
     default_lr: float = 1e-3
 
@@ -98,7 +99,7 @@ def run_reward(
     from trl import RewardConfig, RewardTrainer
 
     out, started = begin_stage(out_dir)
-    with torch_threads(settings.threads):
+    with torch_threads(stage_threads(settings.threads, base)):
         model, tokenizer = load_base(base, device=settings.device, kind="reward")
         args = RewardConfig(**trainer_common(out, settings, epochs=settings.epochs), max_length=settings.max_length)
         trainer = RewardTrainer(model=model, args=args, train_dataset=_dataset(rows, ("prompt", "chosen", "rejected")),
@@ -138,7 +139,7 @@ def run_rl(
         raise CalibenchError(
             f"batch size {settings.batch_size} must be a multiple of num_generations {settings.num_generations}"
         )
-    with torch_threads(settings.threads):
+    with torch_threads(stage_threads(settings.threads, policy)):
         model, tokenizer = load_base(policy, device=settings.device)
         rm, rm_tokenizer = load_base(reward_model, device=settings.device, kind="reward")
         common = trainer_common(out, settings, epochs=1)
@@ -180,7 +181,7 @@ def run_dpo(
     from trl import DPOConfig, DPOTrainer
 
     out, started = begin_stage(out_dir)
-    with torch_threads(settings.threads):
+    with torch_threads(stage_threads(settings.threads, base)):
         model, tokenizer = load_base(base, device=settings.device)
         ref_model, _ = load_base(base, device=settings.device)
         ref_model.eval()

@@ -26,7 +26,7 @@ from typing import Any
 
 from calibench.errors import CalibenchError
 from calibench.io import write_json
-from calibench.threads import torch_threads
+from calibench.threads import resolve_threads, torch_threads
 from calibench.train.config import (
     ModelSize,
     checkpoint_steps,
@@ -52,7 +52,7 @@ class PretrainConfig:
     first_checkpoint: int = 16
     seed: int = 0
     device: str = "cpu"
-    threads: int | None = 1  # torch intra-op threads (see config.torch_threads); None = leave as is
+    threads: int | None = None  # torch intra-op threads; None: calibench.threads.resolve_threads picks
 
 
 def load_corpus(path: str | os.PathLike[str]) -> list[str]:
@@ -130,7 +130,8 @@ def pretrain_one(
     progress: bool = True,
 ) -> dict[str, Any]:
     """Train one size from scratch and write its checkpoints; returns the training summary."""
-    with torch_threads(cfg.threads):
+    shape = get_size(size) if isinstance(size, str) else size
+    with torch_threads(resolve_threads(cfg.threads, count_parameters(shape, len(tokenizer)))):
         return _pretrain_one(size, docs, tokenizer, out_dir, cfg, hook=hook, progress=progress)
 
 

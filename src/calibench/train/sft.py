@@ -22,8 +22,9 @@ from typing import Any
 
 from calibench.errors import CalibenchError
 from calibench.io import write_json
-from calibench.threads import torch_threads
+from calibench.threads import resolve_threads, torch_threads
 from calibench.train.config import begin_stage
+from calibench.train.progress import quiet_trainer
 
 # GPT-NeoX module names; LoRA on every linear layer (QLoRA's recommendation) works best on tiny models.
 NEOX_LORA_TARGETS = ["query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h"]
@@ -42,7 +43,7 @@ class SFTSettings:
     max_length: int = 128
     seed: int = 0
     device: str = "cpu"
-    threads: int | None = 1
+    threads: int | None = None  # None: calibench.threads.resolve_threads picks (1 for lab sizes)
     progress: bool = True  # a tqdm bar with the losses; False prints nothing
 
     @property
@@ -50,6 +51,13 @@ class SFTSettings:
         if self.lr is not None:
             return self.lr
         return 5e-3 if self.method == "lora" else 5e-4
+
+
+def stage_threads(explicit: int | None, base: str | os.PathLike[str]) -> int | None:
+    """The thread count of a stage that trains the model in folder ``base`` (explicit wins)."""
+    from calibench.models.size import folder_parameters
+
+    return resolve_threads(explicit, folder_parameters(Path(base)))
 
 
 def load_base(path: str | os.PathLike[str], *, device: str = "cpu", kind: str = "causal"):
@@ -85,17 +93,9 @@ def trainer_common(out: Path, settings: Any, *, epochs: int) -> dict[str, Any]:
         "seed": settings.seed,
         "data_seed": settings.seed,
         "use_cpu": settings.device == "cpu",
-        "disable_tqdm": not settings.progress,
+        "disable_tqdm": True,  # transformers' bar prints raw log dicts; quiet_trainer adds our own
         "dataloader_num_workers": 0,
     }
-
-
-def quiet_trainer(trainer, progress: bool) -> None:
-    """Without a progress bar transformers prints every log dict; drop that printer too."""
-    from transformers.trainer_callback import PrinterCallback
-
-    if not progress:
-        trainer.remove_callback(PrinterCallback)
 
 
 def run_sft(
@@ -125,7 +125,7 @@ def run_sft(
     if not data:
         raise CalibenchError("no instruction data")
     out, started = begin_stage(out_dir)
-    with torch_threads(settings.threads):
+    with torch_threads(stage_threads(settings.threads, base)):
         model, tokenizer = load_base(base, device=settings.device)
         peft_config = None
         if settings.method == "lora":
@@ -156,7 +156,7 @@ def run_sft(
             peft_config=peft_config,
             callbacks=callbacks,
         )
-        quiet_trainer(trainer, settings.progress)
+        quiet_trainer(trainer, settings.progress, f"sft ({settings.method})")
         trainer.train()
         if trainer.is_world_process_zero():
             save_model_folder(trainer.model, tokenizer, out, merge_into=True)  # final = last epoch, top level
