@@ -170,7 +170,7 @@ def _check_weights(folder: Path, *, allow_pickle: bool, gguf_file: str | None) -
 
 
 def _resolve(spec: ModelSpec, *, allow_pickle: bool) -> _Source:
-    from calibench.models import builtin
+    import calibench.models.builtin as builtin
 
     name = spec.pretrained
     if name in builtin.BUILTIN_MODELS:
