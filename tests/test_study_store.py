@@ -255,12 +255,13 @@ def test_model_cache_holds_one_model_per_owner(monkeypatch: pytest.MonkeyPatch) 
 
     calls: list[tuple[str, str]] = []
 
-    def fake_load(args: str, device: str) -> object:
+    def fake_load(args: str, device: str, **kwargs: object) -> object:
+        assert kwargs["hasher"] is cache.hasher or kwargs["hasher"] is other.hasher
         calls.append((args, device))
         return object()
 
     monkeypatch.setattr(loading, "load_model", fake_load)
-    cache = ModelCache()
+    cache, other = ModelCache(), ModelCache()
     a = cache.get("pretrained=a", "cpu")
     assert cache.get("pretrained=a", "cpu") is a
     b = cache.get("pretrained=b", "cpu")
@@ -269,9 +270,8 @@ def test_model_cache_holds_one_model_per_owner(monkeypatch: pytest.MonkeyPatch) 
     assert cache.get("pretrained=a", "cuda") is not None
     assert cache.loads == 4 and calls == [("pretrained=a", "cpu"), ("pretrained=b", "cpu"),
                                           ("pretrained=a", "cpu"), ("pretrained=a", "cuda")]
-    other = ModelCache()  # no process-wide state: a second owner loads for itself
     other.get("pretrained=a", "cuda")
-    assert other.loads == 1 and len(calls) == 5
+    assert other.loads == 1 and len(calls) == 5  # no process-wide state: a second owner loads for itself
     assert LocalExecutor().cache is not LocalExecutor().cache
     shared = ModelCache()
     assert LocalExecutor(shared).cache is shared

@@ -22,6 +22,7 @@ from typing import Any
 import pandas as pd
 
 from calibench.errors import CalibenchError
+from calibench.models.weights import WeightsHasher
 from calibench.study.lab import LAB_ADAPTERS
 from calibench.study.synthetic import synthetic_records, synthetic_train
 from calibench.study.units import model_args
@@ -47,6 +48,7 @@ class ModelCache:
     drops the previous one, so at most one model is held.
     """
 
+    hasher: WeightsHasher = field(default_factory=WeightsHasher)  # remembers weight digests across loads
     loads: int = 0
     _key: tuple[str, str] | None = None
     _loaded: Any = field(default=None, repr=False)
@@ -58,7 +60,7 @@ class ModelCache:
         key = (args, device)
         if self._key != key:
             self._key, self._loaded = None, None  # free the previous model before loading the next
-            self._loaded = load_model(args, device=device)
+            self._loaded = load_model(args, device=device, hasher=self.hasher)
             self._key = key
             self.loads += 1
         return self._loaded
