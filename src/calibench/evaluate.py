@@ -143,9 +143,9 @@ def run_eval(
     """Evaluate one model on ``tasks`` with ``methods`` (``"all"`` or names) and write ``out_dir``.
 
     ``loaded`` (a ``LoadedModel``) skips loading, e.g. when a caller scores one model several times;
-    ``model_args`` is then only recorded. (Study units do not come through here: they share the steps
-    below, ``load_tasks``, ``score_loaded`` and ``seed_everything``, and keep records in memory.) ``figures=False`` skips the reliability PNGs (they take
-    longer than scoring a small task). Inputs are validated before the model is loaded, so a typo
+    ``model_args`` is then only recorded. ``figures=False`` skips the reliability PNGs (they take
+    longer than scoring a small task). Study units do not come through here: they share the steps
+    below (``load_tasks``, ``score_loaded``, ``seed_everything``) and keep their records in memory. Inputs are validated before the model is loaded, so a typo
     in a method or task name fails in a second, not after minutes of loading.
     """
     started = time.time()
