@@ -64,10 +64,9 @@ def score_corpus(model: Any, tok: Any, n_tokens: int, out_path: str | Path, *, w
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from calibench.evaluate import arrow_schema
     from calibench.methods import iter_token_records
     from calibench.models.engine import ScoringEngine
-    from calibench.records import COLUMNS
+    from calibench.records import COLUMNS, arrow_schema
     from calibench.tasks.base import Task
 
     engine = ScoringEngine(model, tok, batch_size=batch_size, progress=False)

@@ -253,7 +253,7 @@ def test_fewshot_prompts_change_the_numbers_but_not_the_contract(world, engine):
 
 
 def test_a_failing_method_leaves_the_previous_records_untouched(world, engine, monkeypatch, tmp_path):
-    import calibench.evaluate as ev
+    import calibench.methods as registry
     from calibench.errors import CalibenchError
     from calibench.models.loading import LoadedModel, parse_model_args
 
@@ -264,7 +264,7 @@ def test_a_failing_method_leaves_the_previous_records_untouched(world, engine, m
     def boom(*args, **kwargs):
         raise CalibenchError("boom")
 
-    monkeypatch.setitem(ev.METHODS, "continuation-sum", boom)
+    monkeypatch.setitem(registry.METHODS, "continuation-sum", boom)
     loaded = LoadedModel(engine.model, engine.tokenizer, parse_model_args(f"pretrained={world['a']}"),
                          str(world["a"]), None, "0" * 64)
     with pytest.raises(CalibenchError, match="boom"):

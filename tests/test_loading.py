@@ -191,3 +191,60 @@ def test_peft_adapter_changes_outputs_like_peft_does(tiny_model_dir: Path, tmp_p
         load_model(f"pretrained={tiny_model_dir},peft={tmp_path}")
     with pytest.raises(CalibenchError, match="this is a PEFT adapter"):
         load_model(f"pretrained={adapter}")
+
+
+# ------------------------------------------------------------------ the one weights hasher
+
+
+def test_study_keys_pin_the_weights_hash_runs_record(tiny_model_dir: Path, tmp_path: Path) -> None:  # noqa: F811
+    """A study unit's model identity is the weights hash a run's config.json records (one hasher, one
+    file set), per revision sub-folder."""
+    import yaml
+
+    from calibench.models.weights import WeightsHasher, weight_files
+    from calibench.study.config import load_study
+    from calibench.study.units import _model_identity, expand
+
+    assert [p.name for p in weight_files(tiny_model_dir)] == ["model.safetensors"]  # configs are not weights
+    root = tmp_path / "family"
+    shutil.copytree(tiny_model_dir, root / "step0")
+    shutil.copytree(tiny_model_dir, root / "step10")
+    (root / "step10" / "model.safetensors").write_bytes((root / "step10" / "model.safetensors").read_bytes()[::-1])
+    study_file = tmp_path / "study.yaml"
+    study_file.write_text(yaml.safe_dump({
+        "name": "fam", "tasks": [{"name": "world-mc", "methods": ["choice"]}],
+        "models": [{"name": "fam", "pretrained": str(root), "revisions": ["step0", "step10"]}]}))
+    study = load_study(study_file)
+    hasher = WeightsHasher()
+    entry = study.models[0]
+    ids = {rev: _model_identity(entry, rev, {}, hasher)["weights"] for rev in ("step0", "step10")}
+    assert ids["step0"] == "sha256:" + load_model(f"pretrained={root},revision=step0").weights_hash
+    assert ids["step0"] == "sha256:" + load_model(f"pretrained={tiny_model_dir}").weights_hash
+    assert ids["step10"] != ids["step0"]
+    assert ids["step10"] == "sha256:" + hasher.folder(root / "step10")
+    keys = [u.key for u in expand(study, task_resolver=lambda task, settings: "task-hash", hasher=hasher)]
+    assert len(set(keys)) == 2
+
+
+def test_weights_hasher_caches_by_size_and_mtime(tmp_path: Path) -> None:
+    import os
+
+    from calibench.models.weights import WeightsHasher
+
+    f = tmp_path / "m" / "model.safetensors"
+    f.parent.mkdir()
+    f.write_bytes(b"weights-v1")
+    store = tmp_path / "hashes.json"
+    first = WeightsHasher(store).file_sha256(f)
+    assert first == hashlib.sha256(b"weights-v1").hexdigest() and store.is_file()
+    st = f.stat()
+    f.write_bytes(b"weights-v2")  # same size; put the mtime back: the cache cannot tell
+    os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert WeightsHasher(store).file_sha256(f) == first  # remembered in the store across hashers
+    assert WeightsHasher(store, persist=False).file_sha256(f) == hashlib.sha256(b"weights-v2").hexdigest()
+    os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))
+    assert WeightsHasher(store).file_sha256(f) == hashlib.sha256(b"weights-v2").hexdigest()
+    expected = hashlib.sha256(f"model.safetensors:{hashlib.sha256(b'weights-v2').hexdigest()}\n".encode())
+    assert WeightsHasher(store).folder(f.parent) == expected.hexdigest()
+    with pytest.raises(CalibenchError, match="cannot read weights"):
+        WeightsHasher(store).file_sha256(tmp_path / "missing.safetensors")

@@ -102,13 +102,13 @@ def _spy_threads(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     import calibench.evaluate as evaluate
 
     seen: list[int] = []
-    real = evaluate.run_eval
+    real = evaluate.score_loaded  # what runs and study eval units both score through
 
     def spy(*args, **kwargs):
         seen.append(torch.get_num_threads())
-        return real(*args, **kwargs)
+        yield from real(*args, **kwargs)
 
-    monkeypatch.setattr(evaluate, "run_eval", spy)
+    monkeypatch.setattr(evaluate, "score_loaded", spy)
     return seen
 
 
@@ -131,7 +131,7 @@ def test_eval_uses_the_thread_rule_and_explicit_wins(tiny: Path, tmp_path: Path,
 
 
 def test_study_eval_units_use_the_thread_rule(tiny: Path, tmp_path: Path, monkeypatch) -> None:
-    from calibench.study import runner
+    from calibench.study.work import ModelCache, eval_records
 
     seen = _spy_threads(monkeypatch)
     _machine(monkeypatch, 16, 10.0)
@@ -140,10 +140,9 @@ def test_study_eval_units_use_the_thread_rule(tiny: Path, tmp_path: Path, monkey
             "task": "world-mc", "methods": ["choice"], "limit": 2, "chat_template": False,
             "settings": {"batch_size": 2, "device": "cpu", "seed": 0, "num_fewshot": 0, "n_bins": 10,
                          "threads": None}}
-    runner._LOADED.clear()
-    runner.eval_adapter(spec, tmp_path / "auto")
-    runner.eval_adapter({**spec, "settings": {**spec["settings"], "threads": 2}}, tmp_path / "pinned")
-    runner._LOADED.clear()
+    cache = ModelCache()
+    eval_records(spec, cache)
+    eval_records({**spec, "settings": {**spec["settings"], "threads": 2}}, cache)
     assert seen == [6, 2]
 
 

@@ -216,3 +216,86 @@ def test_non_numeric_probs_name_the_line(tmp_path: Path, probs: object) -> None:
     path = _jsonl(tmp_path / "r.jsonl", [ROWS[0], {**ROWS[1], "probs": probs}])
     with pytest.raises(CalibenchError, match=r":2: field 'probs'"):
         read_records(path)
+
+
+# ------------------------------------------------------------------ on-disk form: writer and run reader
+
+
+def _chunk(rows: list[dict], model: str = "m") -> pd.DataFrame:
+    frame = make_records(rows)
+    frame["model"] = model
+    return frame
+
+
+def test_record_writer_streams_chunks_and_renames_on_close(tmp_path: Path) -> None:
+    import pyarrow.parquet as pq
+
+    from calibench.records import RECORDS_FILE, RecordWriter, load_run_records
+
+    target = tmp_path / "run" / RECORDS_FILE
+    writer = RecordWriter(target)
+    writer.write(_chunk(ROWS[:2]))
+    writer.write(_chunk(ROWS[2:]))
+    assert not target.exists()  # rows go to a temporary file until close
+    assert [p.name for p in target.parent.iterdir()][0].startswith(f".{RECORDS_FILE}.")
+    assert writer.close() == target and writer.n_rows == 3
+    assert sorted(p.name for p in target.parent.iterdir()) == [RECORDS_FILE]
+    assert pq.ParquetFile(target).metadata.num_row_groups == 2  # one row group per chunk: streamed
+    got = load_run_records(target.parent)
+    assert list(got.columns) == list(COLUMNS) and got["label"].dtype == "Int64"
+    assert got["item_id"].tolist() == ["a", "b", "c"] and got["model"].unique().tolist() == ["m"]
+    assert got["probs"].iloc[1] == [0.1, 0.6, 0.3]
+    pd.testing.assert_frame_equal(got.drop(columns="probs"), read_records(target).drop(columns="probs"))
+    with pytest.raises(CalibenchError, match="closed"):
+        writer.write(_chunk(ROWS))
+
+
+def test_record_writer_error_keeps_the_previous_file(tmp_path: Path) -> None:
+    from calibench.records import RecordWriter
+
+    target = tmp_path / "records.parquet"
+    write_records(_chunk(ROWS, model="old"), target)
+    before = target.read_bytes()
+    with pytest.raises(RuntimeError, match="scoring failed"), RecordWriter(target) as writer:
+        writer.write(_chunk(ROWS[:1], model="new"))
+        raise RuntimeError("scoring failed")
+    assert target.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["records.parquet"]  # temp file removed
+
+    fresh = tmp_path / "fresh" / "records.parquet"
+    w = RecordWriter(fresh)
+    w.write(_chunk(ROWS))
+    w.abort()
+    assert not fresh.exists() and list(fresh.parent.iterdir()) == []
+
+
+def test_record_writer_matches_write_records_content(tmp_path: Path) -> None:
+    """Both writers give the same table (schema included), so either file reads the same everywhere."""
+    import pyarrow.parquet as pq
+
+    from calibench.records import RecordWriter, arrow_schema
+
+    frame = _chunk(ROWS)
+    with RecordWriter(tmp_path / "a.parquet") as w:
+        w.write(frame)
+    write_records(frame, tmp_path / "b.parquet")
+    a, b = pq.read_table(tmp_path / "a.parquet"), pq.read_table(tmp_path / "b.parquet")
+    assert a.schema.remove_metadata().equals(arrow_schema())
+    assert a.equals(b.cast(a.schema))
+
+
+def test_load_run_records_errors_and_other_formats(tmp_path: Path) -> None:
+    from calibench.records import load_run_records
+
+    with pytest.raises(CalibenchError, match="not a calibench run"):
+        load_run_records(tmp_path)
+    pd.DataFrame({"confidence": [0.5], "correct": [True]}).to_parquet(tmp_path / "records.parquet")
+    with pytest.raises(CalibenchError, match=r"missing column\(s\) \['model'"):
+        load_run_records(tmp_path)
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "records.parquet").write_bytes(b"not parquet")
+    with pytest.raises(CalibenchError, match="cannot read Parquet"):
+        load_run_records(tmp_path / "bad")
+    jsonl = tmp_path / "r.jsonl"
+    jsonl.write_text("".join(json.dumps(r) + "\n" for r in ROWS))
+    assert load_run_records(jsonl)["item_id"].tolist() == ["a", "b", "c"]  # validated by read_records

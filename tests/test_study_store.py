@@ -194,3 +194,84 @@ def test_lab_recipes_end_to_end(tmp_path: Path) -> None:
     assert sorted({r["task"].iloc[0] for r, _ in got.values()}) == ["lab-facts", "lab-mc"]
     assert all(len(r) == 20 for r, _ in got.values())
     assert run(study, tmp_path / "out", progress=False).ran == 0
+
+
+def test_eval_unit_scores_in_memory_like_run_eval(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An eval unit is score + summarise in memory: no run_eval, no temporary run folder, nothing
+    re-read, one model load for both tasks, and the very records run_eval writes for the same inputs."""
+    import tempfile
+
+    import pandas as pd
+    import yaml
+
+    import calibench.evaluate as evaluate
+    from calibench.models.tiny import build_tiny_model
+    from calibench.records import read_records
+    from calibench.study.config import load_study
+    from calibench.study.units import expand
+    from calibench.study.work import ModelCache, execute_unit
+
+    build_tiny_model(tmp_path / "tiny", ["The capital of France is Paris. " * 20, "Berlin is in Germany. " * 20])
+    study = tmp_path / "study.yaml"
+    study.write_text(yaml.safe_dump({
+        "name": "tiny", "settings": {"limit": 6, "bootstrap": 20},
+        "tasks": [{"name": "world-mc", "methods": ["choice", "continuation-sum"]},
+                  {"name": "world-facts", "methods": ["first-token"]}],
+        "models": [{"name": "tiny", "pretrained": str(tmp_path / "tiny")}]}))
+    units = expand(load_study(study), strict=True)
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    real_run_eval = evaluate.run_eval
+
+    def no_run_eval(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a study unit must not go through run_eval")
+
+    monkeypatch.setattr(evaluate, "run_eval", no_run_eval)
+    cache = ModelCache()
+    results = [execute_unit(u.key, dict(u.spec), None, cache) for u in units]
+    assert all(r.ok for r in results), [r.error for r in results]
+    assert cache.loads == 1
+    assert list(scratch.iterdir()) == []
+    assert list(tmp_path.rglob("*.parquet")) == []
+    assert [len(r.records) for r in results] == [12, 6]
+    assert {m["metric"] for m in results[0].metrics} >= {"ece", "accuracy"}
+
+    spec = units[0].spec
+    s = spec["settings"]
+    run = real_run_eval(f"pretrained={tmp_path / 'tiny'}", [spec["task"]], list(spec["methods"]), tmp_path / "run",
+                        batch_size=s["batch_size"], seed=s["seed"], limit=spec["limit"], bootstrap=0,
+                        progress=False, figures=False)
+    on_disk = read_records(run.out_dir / "records.parquet")
+    for got in (results[0].records, run.records):
+        pd.testing.assert_frame_equal(got.drop(columns="probs"), on_disk.drop(columns="probs"), check_exact=True)
+        assert got["probs"].tolist() == on_disk["probs"].tolist()
+
+
+def test_model_cache_holds_one_model_per_owner(monkeypatch: pytest.MonkeyPatch) -> None:
+    import calibench.models.loading as loading
+    from calibench.study.executors import LocalExecutor
+    from calibench.study.work import ModelCache
+
+    calls: list[tuple[str, str]] = []
+
+    def fake_load(args: str, device: str, **kwargs: object) -> object:
+        assert kwargs["hasher"] is cache.hasher or kwargs["hasher"] is other.hasher
+        calls.append((args, device))
+        return object()
+
+    monkeypatch.setattr(loading, "load_model", fake_load)
+    cache, other = ModelCache(), ModelCache()
+    a = cache.get("pretrained=a", "cpu")
+    assert cache.get("pretrained=a", "cpu") is a
+    b = cache.get("pretrained=b", "cpu")
+    assert b is not a
+    assert cache.get("pretrained=a", "cpu") is not a  # only one model is held: a was dropped for b
+    assert cache.get("pretrained=a", "cuda") is not None
+    assert cache.loads == 4 and calls == [("pretrained=a", "cpu"), ("pretrained=b", "cpu"),
+                                          ("pretrained=a", "cpu"), ("pretrained=a", "cuda")]
+    other.get("pretrained=a", "cuda")
+    assert other.loads == 1 and len(calls) == 5  # no process-wide state: a second owner loads for itself
+    assert LocalExecutor().cache is not LocalExecutor().cache
+    shared = ModelCache()
+    assert LocalExecutor(shared).cache is shared

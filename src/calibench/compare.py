@@ -83,8 +83,8 @@ def compare_runs(run_a: str | Path, run_b: str | Path, *, n_resamples: int = 100
 
     ``n_bins`` defaults to the bin count run A was summarised with (its metrics.json), else 10.
     """
-    from calibench.evaluate import load_run_records
     from calibench.metrics import METRICS, metric_function, paired_delta
+    from calibench.records import load_run_records
 
     pa, pb = Path(run_a), Path(run_b)
     rec_a, rec_b = load_run_records(pa), load_run_records(pb)
@@ -121,7 +121,7 @@ def compare_runs(run_a: str | Path, run_b: str | Path, *, n_resamples: int = 100
 
 def write_comparison(comparison: Comparison, out_dir: str | Path) -> list[Path]:
     """Write compare.json and the side-by-side reliability grid (A | B per task x method)."""
-    from calibench.evaluate import load_run_records
+    from calibench.records import load_run_records
     from calibench.report.diagrams import reliability_diagram
     from calibench.report.plots import plot_reliability_grid
 

@@ -3,9 +3,9 @@
 A run folder holds:
 
 * ``records.parquet``: the contract columns (calibench.records), one row per item x method (per token
-  for CLM). Rows are streamed through one ``pyarrow.ParquetWriter`` into a temporary file that is
-  renamed at the end, so a crash never leaves a half-written table and CLM memory does not grow
-  with the corpus.
+  for CLM). Chunks from ``calibench.scoring.score`` are streamed through ``records.RecordWriter``
+  into a temporary file that is renamed at the end, so a crash never leaves a half-written table.
+  The same chunks are kept in memory for the metrics and diagrams: nothing is read back.
 * ``metrics.json``: every metric with a percentile-bootstrap CI per task x method (``summarize``).
 * ``reliability_<task>.png``: one grid per task, a reliability diagram per method.
 * ``config.json``: what is needed to reproduce the numbers (package versions, model id, revision and
@@ -25,7 +25,8 @@ import re
 import shlex
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,25 +35,14 @@ import numpy as np
 import pandas as pd
 
 from calibench.errors import CalibenchError
-from calibench.io import atomic_path, write_json
-from calibench.methods import METHODS, MethodOptions, iter_token_records, parse_methods, resolve_methods
-from calibench.records import COLUMNS, make_records
+from calibench.io import write_json
+from calibench.methods import MethodOptions, parse_methods, resolve_methods
+from calibench.records import RECORDS_FILE, RecordWriter
+from calibench.scoring import RecordChunk, score
 
-RECORDS_FILE = "records.parquet"
 METRICS_FILE = "metrics.json"
 CONFIG_FILE = "config.json"
 _PACKAGES = ("calibench", "torch", "transformers", "tokenizers", "numpy", "pandas", "pyarrow")
-
-
-def arrow_schema() -> Any:
-    """The Parquet schema of records.parquet (what ``records.write_records`` produces via pandas)."""
-    import pyarrow as pa
-
-    return pa.schema([
-        ("model", pa.string()), ("revision", pa.string()), ("task", pa.string()), ("method", pa.string()),
-        ("item_id", pa.string()), ("probs", pa.list_(pa.float64())), ("label", pa.int64()),
-        ("pred", pa.string()), ("confidence", pa.float64()), ("correct", pa.bool_()), ("extra", pa.string()),
-    ])
 
 
 @dataclass
@@ -62,30 +52,6 @@ class RunResult:
     out_dir: Path
     records: pd.DataFrame
     metrics: pd.DataFrame
-
-
-def load_run_records(run: str | Path) -> pd.DataFrame:
-    """Records of a run folder (or a records file) without per-row revalidation (they were validated
-    when written); ``label`` comes back as nullable Int64."""
-    path = Path(run)
-    if path.is_dir():
-        path = path / RECORDS_FILE
-    if not path.exists():
-        raise CalibenchError(f"{run}: not a calibench run (no {RECORDS_FILE})")
-    if path.suffix.lower() != ".parquet":
-        from calibench.records import read_records
-
-        return read_records(path)
-    try:
-        df = pd.read_parquet(path)
-    except Exception as exc:  # pyarrow raises several types for broken files
-        raise CalibenchError(f"{path}: cannot read Parquet: {exc}") from exc
-    missing = [c for c in COLUMNS if c not in df.columns]
-    if missing:
-        raise CalibenchError(f"{path}: missing column(s) {missing}")
-    df["label"] = df["label"].astype("Int64")
-    df["probs"] = [None if p is None else list(p) for p in df["probs"]]
-    return df[list(COLUMNS)]
 
 
 def seed_everything(seed: int) -> None:
@@ -176,9 +142,10 @@ def run_eval(
 ) -> RunResult:
     """Evaluate one model on ``tasks`` with ``methods`` (``"all"`` or names) and write ``out_dir``.
 
-    ``loaded`` (a ``LoadedModel``) skips loading, e.g. when a study scores one model many times;
+    ``loaded`` (a ``LoadedModel``) skips loading, e.g. when a caller scores one model several times;
     ``model_args`` is then only recorded. ``figures=False`` skips the reliability PNGs (they take
-    longer than scoring a small task). Inputs are validated before the model is loaded, so a typo
+    longer than scoring a small task). Study units do not come through here: they share the steps
+    below (``load_tasks``, ``score_loaded``, ``seed_everything``) and keep their records in memory. Inputs are validated before the model is loaded, so a typo
     in a method or task name fails in a second, not after minutes of loading.
     """
     started = time.time()
@@ -189,8 +156,8 @@ def run_eval(
         raise CalibenchError(f"n_bins must be >= 1, got {n_bins}")
     if bootstrap < 0:
         raise CalibenchError(f"bootstrap must be >= 0, got {bootstrap}")
-    opts = MethodOptions.from_mapping({"num_fewshot": num_fewshot, "chat_template": chat_template,
-                                       "max_new_tokens": max_new_tokens, "window": window, "stride": stride})
+    opts = method_options(num_fewshot=num_fewshot, chat_template=chat_template, max_new_tokens=max_new_tokens,
+                          window=window, stride=stride)
     parse_methods(methods)
     from calibench.models.loading import load_model, parse_model_args
 
@@ -198,20 +165,25 @@ def run_eval(
     seed_everything(seed)
     task_objs = load_tasks(tasks, limit=limit, seed=seed)
     units = resolve_methods(methods, task_objs)
-
-    from calibench.models.engine import ScoringEngine
-
     if loaded is None:
         loaded = load_model(spec, device=device, trust_remote_code=trust_remote_code, allow_pickle=allow_pickle)
-    seed_everything(seed)
-    max_length = getattr(getattr(loaded, "spec", None), "max_length", None)
-    engine = ScoringEngine(loaded.model, loaded.tokenizer, batch_size=batch_size, max_length=max_length,
-                           device=device, progress=progress)
-    model_id, revision = str(loaded.model_id), str(getattr(loaded, "revision", None) or "")
+    model_id, revision = provenance(loaded)
 
-    counts = _write_records(out / RECORDS_FILE, engine, loaded.tokenizer, units, opts,
-                            model_id=model_id, revision=revision, progress=progress)
-    records = load_run_records(out)
+    counts: dict[tuple[str, str], int] = {}
+    frames: list[pd.DataFrame] = []
+    t0 = time.time()
+    chunks = score_loaded(loaded, units, opts, batch_size=batch_size, device=device, seed=seed, progress=progress)
+    with RecordWriter(out / RECORDS_FILE) as writer, closing(chunks):
+        for chunk in chunks:
+            writer.write(chunk.frame)
+            frames.append(chunk.frame)
+            key = (chunk.task.name, chunk.method)
+            counts[key] = counts.get(key, 0) + len(chunk.frame)
+            if chunk.last:
+                _log(progress, f"[{len(counts)}/{len(units)}] {chunk.task.name} · {chunk.method}: "
+                               f"{counts[key]} records in {time.time() - t0:.1f}s")
+                t0 = time.time()
+    records = pd.concat(frames, ignore_index=True)
     metrics = _summarize(records, n_bins=n_bins, bootstrap=bootstrap, seed=seed)
     write_json(out / METRICS_FILE, {"n_bins": n_bins, "binning": "width", "bootstrap": bootstrap, "level": 0.95,
                                     "seed": seed, "metrics": _jsonable_metrics(metrics)})
@@ -236,50 +208,38 @@ def run_eval(
     return RunResult(out, records, metrics)
 
 
-def _write_records(path: Path, engine: Any, tokenizer: Any, units: list[tuple[Any, str]], opts: MethodOptions,
-                   *, model_id: str, revision: str, progress: bool) -> dict[tuple[str, str], int]:
-    """Run every unit and stream its rows into one Parquet file (atomically renamed at the end)."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+# -- the shared steps (run_eval above, study eval units in calibench.study.work) ---------------------------
 
-    from calibench.methods import ScoringSession
 
-    schema = arrow_schema()
-    counts: dict[tuple[str, str], int] = {}
-    session = ScoringSession(engine, tokenizer, opts)  # the passes methods of one task share
+def method_options(*, num_fewshot: int = 0, chat_template: bool = False, max_new_tokens: int = 8,
+                   window: int | None = None, stride: int | None = None) -> MethodOptions:
+    """The method options of a run, validated (one place builds them for runs and study units)."""
+    return MethodOptions.from_mapping({"num_fewshot": num_fewshot, "chat_template": chat_template,
+                                       "max_new_tokens": max_new_tokens, "window": window, "stride": stride})
 
-    def table(frame: pd.DataFrame) -> pa.Table:
-        frame = frame.copy()
-        frame["model"] = model_id
-        frame["revision"] = revision
-        frame["label"] = frame["label"].astype("Int64")
-        return pa.Table.from_pandas(frame[list(COLUMNS)], schema=schema, preserve_index=False)
 
-    with atomic_path(path) as tmp:
-        writer = pq.ParquetWriter(tmp, schema)
-        try:
-            for i, (task, method) in enumerate(units, start=1):
-                t0 = time.time()
-                _log(progress, f"[{i}/{len(units)}] {task.name} · {method}")
-                n = 0
-                if method == "token":
-                    for frame in iter_token_records(engine, task, tokenizer=tokenizer, options=opts):
-                        writer.write_table(table(frame))
-                        n += len(frame)
-                else:
-                    together = [m for t, m in units if t is task]  # passes shared across methods
-                    session.prefetch(task, together)
-                    rows = METHODS[method](engine, task, session=session)
-                    frame = make_records(rows)
-                    writer.write_table(table(frame))
-                    n = len(frame)
-                if n == 0:
-                    raise CalibenchError(f"task '{task.name}' method '{method}' produced no records")
-                counts[(task.name, method)] = n
-                _log(progress, f"      {n} records in {time.time() - t0:.1f}s")
-        finally:
-            writer.close()
-    return counts
+def provenance(loaded: Any) -> tuple[str, str]:
+    """(model, revision) strings a loaded model's records carry."""
+    return str(loaded.model_id), str(getattr(loaded, "revision", None) or "")
+
+
+def build_engine(loaded: Any, *, batch_size: int, device: str, progress: bool) -> Any:
+    """A ScoringEngine over a loaded model (its spec's ``max_length`` caps the context)."""
+    from calibench.models.engine import ScoringEngine
+
+    max_length = getattr(getattr(loaded, "spec", None), "max_length", None)
+    return ScoringEngine(loaded.model, loaded.tokenizer, batch_size=batch_size, max_length=max_length,
+                         device=device, progress=progress)
+
+
+def score_loaded(loaded: Any, units: Sequence[tuple[Any, str]], options: MethodOptions, *, batch_size: int,
+                 device: str, seed: int, progress: bool) -> Iterator[RecordChunk]:
+    """Seed, build the engine and yield every unit's record chunks (``calibench.scoring.score``)."""
+    seed_everything(seed)
+    engine = build_engine(loaded, batch_size=batch_size, device=device, progress=progress)
+    model_id, revision = provenance(loaded)
+    yield from score(engine, units, tokenizer=loaded.tokenizer, options=options, model_id=model_id,
+                     revision=revision)
 
 
 def _summarize(records: pd.DataFrame, *, n_bins: int, bootstrap: int, seed: int) -> pd.DataFrame:

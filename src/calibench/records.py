@@ -16,6 +16,11 @@ extra                 method-specific raw numbers, stored as a JSON string
 
 Readers accept JSONL, CSV (``probs``/``extra`` as JSON text) and Parquet. Only ``confidence`` and
 ``correct`` are required to compute metrics; missing provenance columns are filled with defaults.
+
+This module also owns the on-disk form of records: the Arrow schema of ``records.parquet``
+(``arrow_schema``), the streaming writer that producers use (``RecordWriter``: chunks go to a
+temporary file that is renamed into place only when the writer is closed) and the reader of a run
+folder (``load_run_records``).
 """
 
 from __future__ import annotations
@@ -24,14 +29,18 @@ import json
 import math
 import os
 from collections.abc import Iterable, Mapping
+from contextlib import ExitStack
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from calibench.errors import CalibenchError, located
-from calibench.io import read_jsonl_lines, write_with
+from calibench.io import atomic_path, read_jsonl_lines, write_with
+
+RECORDS_FILE = "records.parquet"
 
 COLUMNS: tuple[str, ...] = (
     "model",
@@ -134,6 +143,105 @@ def write_records(df: pd.DataFrame, path: str | os.PathLike[str]) -> None:
     out = df[list(COLUMNS)].copy()
     out["label"] = out["label"].astype("Int64")
     write_with(path, lambda tmp: out.to_parquet(tmp, index=False))
+
+
+def arrow_schema() -> Any:
+    """The Parquet schema of records.parquet (the same types ``write_records`` gets from pandas)."""
+    import pyarrow as pa
+
+    return pa.schema([
+        ("model", pa.string()), ("revision", pa.string()), ("task", pa.string()), ("method", pa.string()),
+        ("item_id", pa.string()), ("probs", pa.list_(pa.float64())), ("label", pa.int64()),
+        ("pred", pa.string()), ("confidence", pa.float64()), ("correct", pa.bool_()), ("extra", pa.string()),
+    ])
+
+
+class RecordWriter:
+    """Stream contract-shaped record frames into one Parquet file, one row group per ``write``.
+
+    Rows go to a temporary file beside ``path`` (``calibench.io.atomic_path``); ``close()`` renames it
+    over ``path``, so a crash or an error (``abort()``, or leaving the ``with`` block by an exception)
+    never leaves a half-written table, and memory does not grow with the number of rows written.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        import pyarrow.parquet as pq
+
+        self.path = Path(path)
+        self.schema = arrow_schema()
+        self.n_rows = 0
+        self._stack = ExitStack()
+        tmp = self._stack.enter_context(atomic_path(self.path))
+        try:
+            self._writer = pq.ParquetWriter(tmp, self.schema)
+        except BaseException:
+            self._stack.close()
+            raise
+        self._open = True
+
+    def write(self, frame: pd.DataFrame) -> None:
+        """Append one frame (every ``COLUMNS`` column; ``label`` may be nullable Int64)."""
+        import pyarrow as pa
+
+        if not self._open:
+            raise CalibenchError(f"{self.path}: record writer is closed")
+        table = pa.Table.from_pandas(frame[list(COLUMNS)], schema=self.schema, preserve_index=False)
+        self._writer.write_table(table)
+        self.n_rows += len(frame)
+
+    def close(self) -> Path:
+        """Finish the file and move it into place; returns ``path``."""
+        if self._open:
+            self._open = False
+            try:
+                self._writer.close()
+            except BaseException as exc:
+                self._stack.__exit__(type(exc), exc, exc.__traceback__)
+                raise
+            self._stack.close()
+        return self.path
+
+    def abort(self) -> None:
+        """Drop what was written: ``path`` is left as it was (absent, or the previous file)."""
+        if self._open:
+            self._open = False
+            try:
+                self._writer.close()
+            finally:
+                err = CalibenchError(f"{self.path}: writing aborted")
+                self._stack.__exit__(CalibenchError, err, None)
+
+    def __enter__(self) -> RecordWriter:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+def load_run_records(run: str | os.PathLike[str]) -> pd.DataFrame:
+    """Records of a run folder (or a records file) without per-row revalidation (they were validated
+    when written); ``label`` comes back as nullable Int64."""
+    path = Path(run)
+    if path.is_dir():
+        path = path / RECORDS_FILE
+    if not path.exists():
+        raise CalibenchError(f"{run}: not a calibench run (no {RECORDS_FILE})")
+    if path.suffix.lower() != ".parquet":
+        return read_records(path)
+    try:
+        df = pd.read_parquet(path)
+    except Exception as exc:  # pyarrow raises several types for broken files
+        raise CalibenchError(f"{path}: cannot read Parquet: {exc}") from exc
+    missing = [c for c in COLUMNS if c not in df.columns]
+    if missing:
+        raise CalibenchError(f"{path}: missing column(s) {missing}")
+    df["label"] = df["label"].astype("Int64")
+    df["probs"] = [None if p is None else list(p) for p in df["probs"]]
+    return df[list(COLUMNS)]
 
 
 def _read_jsonl(path: Path) -> pd.DataFrame:

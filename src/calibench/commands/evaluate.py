@@ -87,8 +87,9 @@ def eval_command(
                                        "else torch's; see calibench.threads)."),
 ) -> None:
     """Score a model on tasks with confidence methods; write records, metrics, diagrams and config."""
-    from calibench.evaluate import run_eval
+    from calibench.evaluate import CONFIG_FILE, METRICS_FILE, run_eval
     from calibench.models.size import estimate_parameters
+    from calibench.records import RECORDS_FILE
     from calibench.threads import resolve_threads, torch_threads
 
     if model != "hf":
@@ -111,7 +112,7 @@ def eval_command(
         )
     console = _console()
     console.print(summary_table(result.metrics, title=f"calibration · {out}"))
-    console.print(f"wrote {out}/records.parquet ({len(result.records)} records), metrics.json, config.json")
+    console.print(f"wrote {out}/{RECORDS_FILE} ({len(result.records)} records), {METRICS_FILE}, {CONFIG_FILE}")
 
 
 def compare_command(

@@ -11,9 +11,7 @@ revision=step1000`` loads ``runs/lab/pythia-s/step1000/``.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import json
 import os
 import re
 from dataclasses import dataclass, fields
@@ -21,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from calibench.errors import CalibenchError
+from calibench.models.weights import WeightsHasher
 
 ALLOWED_KEYS = (
     "pretrained",
@@ -172,7 +171,7 @@ def _check_weights(folder: Path, *, allow_pickle: bool, gguf_file: str | None) -
 
 
 def _resolve(spec: ModelSpec, *, allow_pickle: bool) -> _Source:
-    from calibench.models import builtin
+    import calibench.models.builtin as builtin
 
     name = spec.pretrained
     if name in builtin.BUILTIN_MODELS:
@@ -275,8 +274,13 @@ def load_model(
     device: str = "cpu",
     trust_remote_code: bool = False,
     allow_pickle: bool = False,
+    hasher: WeightsHasher | None = None,
 ) -> LoadedModel:
-    """Load model + tokenizer (+ PEFT adapter) for scoring: eval mode, pad token set, on ``device``."""
+    """Load model + tokenizer (+ PEFT adapter) for scoring: eval mode, pad token set, on ``device``.
+
+    ``hasher`` hashes the weights (``calibench.models.weights``); pass one to share its file cache.
+    """
+    hasher = hasher if hasher is not None else WeightsHasher()
     if isinstance(spec, str):
         spec = parse_model_args(spec)
     trust = trust_remote_code or spec.trust_remote_code
@@ -319,7 +323,7 @@ def load_model(
 
     adapter_hash = ""
     if spec.peft:
-        model, adapter_hash = _apply_peft(model, spec.peft, allow_pickle=allow_pickle)
+        model, adapter_hash = _apply_peft(model, spec.peft, allow_pickle=allow_pickle, hasher=hasher)
 
     if device != "auto":
         try:
@@ -330,13 +334,13 @@ def load_model(
     if tokenizer.pad_token_id is None and tokenizer.eos_token_id is not None:
         tokenizer.pad_token = tokenizer.eos_token
 
-    weights_hash = _weights_hash(src, model)
+    weights_hash = _weights_hash(src, model, hasher)
     if adapter_hash:
         weights_hash = hashlib.sha256(f"{weights_hash}+{adapter_hash}".encode()).hexdigest()
     return LoadedModel(model, tokenizer, spec, src.model_id, spec.revision, weights_hash)
 
 
-def _apply_peft(model: Any, adapter: str, *, allow_pickle: bool) -> tuple[Any, str]:
+def _apply_peft(model: Any, adapter: str, *, allow_pickle: bool, hasher: WeightsHasher) -> tuple[Any, str]:
     """Attach a PEFT adapter; LoRA-style adapters are merged so scoring runs at base-model speed."""
     from peft import PeftModel
 
@@ -351,7 +355,7 @@ def _apply_peft(model: Any, adapter: str, *, allow_pickle: bool) -> tuple[Any, s
                 raise CalibenchError(
                     f"{path}: adapter weights are a pickle (.bin); pass --allow-pickle to load them"
                 )
-        adapter_hash = _hash_files(sorted(path.glob("*.safetensors")) or sorted(path.glob("*.bin")))
+        adapter_hash = hasher.folder(path)
     else:
         if not _HUB_ID.match(adapter) or adapter.startswith((".", "/", "~")):
             raise CalibenchError(f"PEFT adapter not found: {adapter}")
@@ -383,52 +387,12 @@ def _first_line(err: BaseException) -> str:
 
 
 # ----------------------------------------------------------------------------------------------
-# weights hash
+# weights hash (the file set and the hasher live in calibench.models.weights)
 
 
-def _weights_hash(src: _Source, model: Any) -> str:
-    """sha256 over the weight files (local) or the resolved hub commit."""
+def _weights_hash(src: _Source, model: Any, hasher: WeightsHasher) -> str:
+    """The local folder's weights hash, or the resolved hub commit."""
     if src.local:
-        folder = Path(src.location)
-        if src.gguf_file:
-            return _hash_files([folder / src.gguf_file])
-        files = sorted(folder.glob("*.safetensors")) or sorted(folder.glob("*.bin"))
-        return _hash_files(files)
+        return hasher.folder(src.location, gguf_file=src.gguf_file)
     commit = getattr(getattr(model, "config", None), "_commit_hash", None)
     return f"hub:{src.location}@{commit or src.revision or 'main'}"
-
-
-def _hash_files(files: list[Path]) -> str:
-    """Combine per-file sha256 (cached by path, size and mtime) into one digest."""
-    combined = hashlib.sha256()
-    for f in files:
-        combined.update(f"{f.name}:{file_sha256(f)}\n".encode())
-    return combined.hexdigest()
-
-
-def file_sha256(path: Path) -> str:
-    """Streamed sha256 of a file, remembered in the calibench cache until its size or mtime changes."""
-    from calibench.io import write_json
-    from calibench.models.builtin import cache_root
-
-    path = Path(path).resolve()
-    stat = path.stat()
-    key = f"{path}|{stat.st_size}|{stat.st_mtime_ns}"
-    store = cache_root() / "hashes.json"
-    cache: dict[str, str] = {}
-    if store.is_file():
-        try:
-            cache = json.loads(store.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            cache = {}
-    if key in cache:
-        return cache[key]
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    cache = {k: v for k, v in cache.items() if Path(k.split("|", 1)[0]).exists()}  # forget deleted files
-    cache[key] = digest.hexdigest()
-    with contextlib.suppress(OSError):  # a read-only cache only costs the re-hash next time
-        write_json(store, cache)
-    return cache[key]

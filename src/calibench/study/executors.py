@@ -5,7 +5,8 @@
   units start as soon as their dependencies finish; results come back to the driver, which stores
   them. Ray is optional: it is imported only here, with a clear error when missing. On a multi-node
   cluster, train units write checkpoints under the study folder, so it must be on a shared file
-  system; eval units return their records by value and need no shared storage.
+  system; eval units return their records by value and need no shared storage. A Ray task loads
+  its model for its unit only (the local executor keeps one loaded model across units).
 """
 
 from __future__ import annotations
@@ -18,10 +19,19 @@ from typing import TYPE_CHECKING, Any, Protocol
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from calibench.errors import CalibenchError
+from calibench.study.work import ModelCache, UnitResult, execute_unit
 
 if TYPE_CHECKING:
-    from calibench.study.runner import Driver
     from calibench.study.units import Unit
+
+
+class Driver(Protocol):
+    """What an executor needs from the driver (``calibench.study.runner.Driver``), the store's one writer."""
+
+    def ready(self, unit: Unit) -> bool | None: ...
+    def prepare(self, unit: Unit) -> tuple[dict[str, Any], str | None]: ...
+    def finish(self, unit: Unit, result: UnitResult) -> None: ...
+    def fail(self, unit: Unit, error: str) -> None: ...
 
 
 class Executor(Protocol):
@@ -46,11 +56,13 @@ def _progress(total: int, enabled: bool) -> Iterator[Any]:
 
 
 class LocalExecutor:
-    """Run units one by one in this process, in dependency order."""
+    """Run units one by one in this process, in dependency order; ``cache`` keeps the loaded model
+    between consecutive units of the same model."""
+
+    def __init__(self, cache: ModelCache | None = None) -> None:
+        self.cache = cache if cache is not None else ModelCache()
 
     def execute(self, driver: Driver, pending: list[Unit], *, progress: bool = True) -> None:
-        from calibench.study.runner import execute_unit
-
         with _progress(len(pending), progress) as bar:
             for unit in pending:
                 bar.describe(unit.label)
@@ -65,7 +77,7 @@ class LocalExecutor:
                     except CalibenchError as exc:
                         driver.fail(unit, str(exc))
                     else:
-                        driver.finish(unit, execute_unit(unit.key, spec, staging))
+                        driver.finish(unit, execute_unit(unit.key, spec, staging, self.cache))
                 bar.advance()
 
 
@@ -93,8 +105,6 @@ class RayExecutor:
             raise CalibenchError(f"cannot start or reach Ray at {self.address or 'local'}: {exc}") from exc
 
     def execute(self, driver: Driver, pending: list[Unit], *, progress: bool = True) -> None:
-        from calibench.study.runner import execute_unit
-
         self._init()
         ray = self.ray
         remote = ray.remote(execute_unit)

@@ -1,48 +1,29 @@
 """Run a study: expand it into units, skip finished ones, execute the rest, store each result once.
 
-The driver (this module) owns the store; unit functions (``execute_unit``) are pure: they get a
-JSON spec and return a result, so the same function runs in-process (local executor) or as a Ray
-task. Each unit kind dispatches to one small adapter, so wiring a new backend is a few lines:
-
-- eval units -> ``eval_adapter`` -> ``calibench.evaluate.run_eval`` into a temp folder, records read back;
-- eval units of simulated models -> ``calibench.study.synthetic.synthetic_records`` (tests/demos);
-- train units -> ``TRAIN_ADAPTERS[recipe]`` -> the lifecycle lab (``calibench.train``).
+The driver (this module) owns the store; unit functions (``calibench.study.work.execute_unit``) are
+pure: they get a JSON spec and return a result, so the same function runs in-process (local
+executor) or as a Ray task (``calibench.study.executors``). Imports go one way:
+runner -> executors -> work -> (units, lab, synthetic, evaluate).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import shutil
-import tempfile
-import traceback
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-
 from calibench.errors import CalibenchError
 from calibench.io import write_json
 from calibench.study.config import Study, load_study
-from calibench.study.lab import LAB_ADAPTERS
+from calibench.study.executors import get_executor
+from calibench.study.lab import find_checkpoints
 from calibench.study.store import Store
-from calibench.study.synthetic import read_checkpoint, synthetic_records, synthetic_train
-from calibench.study.units import Unit, expand, model_args
+from calibench.study.synthetic import read_checkpoint
+from calibench.study.units import Unit, expand
+from calibench.study.work import UnitResult
 
-# -- unit results ---------------------------------------------------------------------------------------
-
-
-@dataclass
-class UnitResult:
-    """What a unit function returns to the driver (picklable, so Ray can carry it)."""
-
-    key: str
-    ok: bool
-    records: pd.DataFrame | None = None
-    metrics: Any = None
-    staged_dir: str | None = None
-    error: str | None = None
+# -- results ---------------------------------------------------------------------------------------------
 
 
 @dataclass
@@ -55,85 +36,6 @@ class StudyResult:
     skipped: int
     failed: list[tuple[str, str]] = field(default_factory=list)
     recovered: dict[str, int] = field(default_factory=dict)
-
-
-# -- adapters ---------------------------------------------------------------------------------------------
-
-
-# One loaded model per process: consecutive units of the same model (one per task) load it once.
-_LOADED: dict[str, Any] = {}
-
-
-def _load_cached(args: str, device: str) -> Any:
-    from calibench.models.loading import load_model
-
-    cache_key = f"{args}|{device}"
-    if cache_key not in _LOADED:
-        _LOADED.clear()  # free the previous model before loading the next
-        _LOADED[cache_key] = load_model(args, device=device)
-    return _LOADED[cache_key]
-
-
-def eval_adapter(spec: dict[str, Any], work_dir: Path) -> pd.DataFrame:
-    """Score one model revision on one task with calibench.evaluate.run_eval; return its records."""
-    from calibench.evaluate import run_eval
-    from calibench.records import read_records
-    from calibench.threads import count_parameters, resolve_threads, torch_threads
-    from calibench.train.config import quiet_transformers
-
-    quiet_transformers()  # per-load progress bars would cut through the study's own progress bar
-
-    s = spec["settings"]
-    args = model_args(spec, path=spec.get("checkpoint_path"))
-    loaded = _load_cached(args, s["device"])
-    with torch_threads(resolve_threads(s.get("threads"), count_parameters(loaded.model))):
-        run_eval(args, [spec["task"]], list(spec["methods"]), work_dir,
-                 batch_size=s["batch_size"], device=s["device"], seed=s["seed"], limit=spec["limit"],
-                 num_fewshot=s["num_fewshot"], chat_template=spec["chat_template"], n_bins=s["n_bins"],
-                 bootstrap=0, progress=False, figures=False, loaded=loaded)
-    return read_records(work_dir / "records.parquet")
-
-
-TRAIN_ADAPTERS: dict[str, Callable[[dict[str, Any], Path], dict[str, Any]]] = {
-    "synthetic": synthetic_train, **LAB_ADAPTERS,
-}
-
-
-# Bootstrapping smooth ECE costs ~10x all other metrics together; studies report its estimate only.
-NO_BOOTSTRAP: frozenset[str] = frozenset({"smooth_ece"})
-
-
-def unit_metrics(records: pd.DataFrame, settings: dict[str, Any]) -> list[dict[str, Any]]:
-    """Every metric per (task, method) with bootstrap CIs (``calibench.metrics.summarize``), stored with
-    the unit so reports are instant; metrics in ``NO_BOOTSTRAP`` get their estimate only."""
-    from calibench.metrics import summarize
-
-    table = summarize(records, n_bins=settings["n_bins"], n_resamples=settings["bootstrap"],
-                      seed=settings["seed"], no_bootstrap=NO_BOOTSTRAP)
-    return table.to_dict("records")
-
-
-def execute_unit(key: str, spec: dict[str, Any], staging: str | None = None) -> UnitResult:
-    """Run one unit (in the driver or a Ray worker); never raises, errors come back in the result."""
-    try:
-        if spec["kind"] == "train":
-            if staging is None:
-                raise CalibenchError("train units need a staging folder")
-            manifest = TRAIN_ADAPTERS[spec["recipe"]](spec, Path(staging))
-            return UnitResult(key=key, ok=True, metrics=manifest, staged_dir=staging)
-        if spec.get("synthetic_params") is not None:
-            records = synthetic_records(spec, spec["synthetic_params"])
-        else:
-            work = Path(tempfile.mkdtemp(prefix="calibench-unit-"))
-            try:
-                records = eval_adapter(spec, work)
-            finally:
-                shutil.rmtree(work, ignore_errors=True)
-        return UnitResult(key=key, ok=True, records=records, metrics=unit_metrics(records, spec["settings"]))
-    except CalibenchError as exc:
-        return UnitResult(key=key, ok=False, error=str(exc))
-    except Exception as exc:  # a unit's bug must not kill the other units; keep the traceback
-        return UnitResult(key=key, ok=False, error=f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}")
 
 
 # -- the driver -------------------------------------------------------------------------------------------
@@ -182,8 +84,6 @@ class Driver:
         checkpoints = (stored.metrics or {}).get("checkpoints", {}) if stored else {}
         rev = unit.spec["revision"]
         if rev not in checkpoints and unit.spec.get("train_recipe") != "synthetic":
-            from calibench.study.lab import find_checkpoints
-
             checkpoints = find_checkpoints(self.store.model_dir(train_key))  # folders on disk are the truth
         if rev not in checkpoints:
             raise CalibenchError(f"{unit.label}: train {unit.spec['train']!r} made no checkpoint {rev!r} "
@@ -227,8 +127,6 @@ def run(study_file: str | Path, out_dir: str | Path | None = None, *, executor: 
         address: str | None = None, progress: bool = True, settings: dict[str, Any] | None = None) -> StudyResult:
     """Run every unfinished unit of a study into ``out_dir`` (default ``runs/<study name>``); ``settings``
     override the file's (``limit`` changes unit keys, ``threads`` only speed)."""
-    from calibench.study.executors import get_executor
-
     study = _load(study_file, settings)
     units = expand(study, strict=True)
     out = Path(out_dir) if out_dir is not None else Path("runs") / study.name

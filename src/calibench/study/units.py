@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +20,7 @@ from typing import Any
 
 from calibench import __version__
 from calibench.errors import CalibenchError
+from calibench.models.weights import WeightsHasher
 from calibench.study.config import (
     DEFAULT_RESOURCES,
     EXECUTION_ONLY,
@@ -30,8 +30,6 @@ from calibench.study.config import (
     revision_epoch,
     revision_step,
 )
-
-WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt", ".pth", ".json", ".model")
 
 
 @dataclass(frozen=True)
@@ -53,28 +51,6 @@ def content_key(payload: dict[str, Any]) -> str:
     """sha256 of the canonical JSON of ``payload`` (sorted keys, no whitespace)."""
     text = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
-_WEIGHTS_CACHE: dict[tuple[str, int, int], str] = {}
-
-
-def hash_weights(folder: str | os.PathLike[str]) -> str:
-    """sha256 over a model folder's weight and config files (names and contents), cached per mtime."""
-    folder = Path(folder)
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix in WEIGHT_SUFFIXES
-                   and not p.name.startswith("."))
-    digest = hashlib.sha256()
-    for p in files:
-        st = p.stat()
-        cache_key = (str(p.resolve()), st.st_size, st.st_mtime_ns)
-        if cache_key not in _WEIGHTS_CACHE:
-            h = hashlib.sha256()
-            with open(p, "rb") as fh:
-                for chunk in iter(lambda fh=fh: fh.read(1 << 20), b""):
-                    h.update(chunk)
-            _WEIGHTS_CACHE[cache_key] = h.hexdigest()
-        digest.update(f"{p.relative_to(folder).as_posix()}\0{_WEIGHTS_CACHE[cache_key]}\n".encode())
-    return digest.hexdigest()
 
 
 def default_task_resolver(task: TaskEntry, settings: dict[str, Any]) -> str | None:
@@ -103,13 +79,15 @@ def synthetic_task_hash(task: TaskEntry, settings: dict[str, Any]) -> str:
 
 
 def expand(study: Study, *, task_resolver: TaskResolver | None = default_task_resolver,
-           strict: bool = False) -> list[Unit]:
+           strict: bool = False, hasher: WeightsHasher | None = None) -> list[Unit]:
     """All units of ``study`` in dependency order (train units first, each after its ``after``).
 
     A task whose content hash cannot be computed here (e.g. a hub dataset while offline) gets key
     ``"?"`` unless ``strict``, in which case it is an error: a unit must never run under a key that
-    does not pin its inputs.
+    does not pin its inputs. ``hasher`` hashes local weights (``calibench.models.weights``, the same
+    hash a run's config.json records); one is made for this call when none is given.
     """
+    hasher = hasher if hasher is not None else WeightsHasher()
     settings = dict(study.settings)
     keyed_settings = {k: v for k, v in settings.items() if k not in EXECUTION_ONLY}
     units: list[Unit] = []
@@ -137,8 +115,8 @@ def expand(study: Study, *, task_resolver: TaskResolver | None = default_task_re
     tasks_by_name = {t.name: t for t in study.tasks}
     for m in study.models:
         synthetic = m.source == "synthetic" or (m.source == "train" and train_recipes[m.train or ""] == "synthetic")
-        weights_id = _model_identity(m, train_keys)
         for rev in m.revisions:
+            weights_id = _model_identity(m, rev, train_keys, hasher)
             for tname in (m.tasks or tuple(tasks_by_name)):
                 task = tasks_by_name[tname]
                 cache = (tname, synthetic)
@@ -175,18 +153,22 @@ def expand(study: Study, *, task_resolver: TaskResolver | None = default_task_re
     return units
 
 
-def _model_identity(m: ModelEntry, train_keys: dict[str, str]) -> dict[str, Any]:
-    """What pins a model's weights: local folder hash, hub id (+ revision added later), train key, or params."""
+def _model_identity(m: ModelEntry, rev: str, train_keys: dict[str, str], hasher: WeightsHasher) -> dict[str, Any]:
+    """What pins a model revision's weights: the local folder's weights hash (the revision's sub-folder
+    where it is one), hub id (+ revision added later), train key, or params."""
     ident: dict[str, Any] = {"peft": m.peft, "dtype": m.dtype, "gguf_file": m.gguf_file}
     if m.peft and Path(m.peft).is_dir():
-        ident["peft"] = "sha256:" + hash_weights(m.peft)
+        ident["peft"] = "sha256:" + hasher.folder(m.peft)
     if m.source == "synthetic":
         ident["synthetic"] = {**(m.synthetic or {}), "name": m.name}
     elif m.source == "train":
         ident["train"] = train_keys[m.train or ""]
         ident["name"] = m.name
     elif m.pretrained and Path(m.pretrained).is_dir():
-        ident["weights"] = "sha256:" + hash_weights(m.pretrained)
+        folder = Path(m.pretrained)
+        if rev and (folder / rev).is_dir():
+            folder = folder / rev  # the loader reads this revision from its sub-folder
+        ident["weights"] = "sha256:" + hasher.folder(folder, gguf_file=m.gguf_file)
     else:
         ident["hub"] = m.pretrained
     return ident
