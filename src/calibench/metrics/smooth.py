@@ -40,6 +40,7 @@ import numpy as np
 
 from calibench.errors import CalibenchError
 from calibench.metrics._validate import as_confidence, top_label
+from calibench.metrics.resample import RowKeys, check_n_resamples, resample_indices
 
 DENSITY_EPS = 1e-4  # relplot's guard added to the smoothed counts
 MIN_BANDWIDTH = 1e-3  # relplot's eps: bandwidths below this are treated as "too small"
@@ -245,10 +246,8 @@ def _resampled_grids(
 
     One ``bincount`` per (weight, lower/upper neighbour) over the keys ``resample * m + grid point``
     replaces a Python loop over resamples (a weight of None means 1 per item). Resamples are those of
-    ``bootstrap.resample_indices``.
+    ``resample.resample_indices``.
     """
-    from calibench.metrics.bootstrap import resample_indices
-
     scaled = x * (m - 1)
     lower = scaled.astype(np.int64).clip(0, m - 2)
     frac = scaled - lower
@@ -256,14 +255,12 @@ def _resampled_grids(
     row = 0
     for idx in resample_indices(x.shape[0], n_resamples, seed):
         r = idx.shape[0]
-        keys = lower[idx]
-        keys += (np.arange(r, dtype=np.int64) * m)[:, None]
-        keys = keys.ravel()
-        f = frac[idx].ravel()
+        keys = RowKeys(lower[idx], m)
+        f = frac[idx]
         for j, w in enumerate(weights):
-            wj = None if w is None else w[idx].ravel()
-            upper_part = np.bincount(keys, weights=f if wj is None else f * wj, minlength=r * m).reshape(r, m)
-            total = np.bincount(keys, weights=wj, minlength=r * m).reshape(r, m).astype(np.float64)
+            wj = None if w is None else w[idx]
+            upper_part = keys.sums(f if wj is None else f * wj)
+            total = keys.sums(wj).astype(np.float64)
             total -= upper_part
             total[:, 1:] += upper_part[:, :-1]
             out[row : row + r, j] = total
@@ -346,8 +343,7 @@ def smooth_ece_replicates(
     over resamples: all resamples are gridded together, and the bandwidth bisection runs for all of
     them in lock step, smoothing every resample that tries the same bandwidth in one batched FFT.
     """
-    if isinstance(n_resamples, bool) or not isinstance(n_resamples, (int, np.integer)) or n_resamples < 1:
-        raise CalibenchError(f"n_resamples must be a positive integer, got {n_resamples!r}")
+    n_resamples = check_n_resamples(n_resamples)
     conf, corr = _validate(confidence, correct)
     weights: list[np.ndarray | None] = [conf - corr, None]
     spectral: dict[int, _SpectralGrids] = {}
@@ -397,8 +393,7 @@ def smooth_curve_band(
     conf, corr = _validate(confidence, correct)
     if not 0 < level < 1:
         raise CalibenchError(f"level must be in (0, 1), got {level}")
-    if isinstance(n_resamples, bool) or not isinstance(n_resamples, (int, np.integer)) or n_resamples < 1:
-        raise CalibenchError(f"n_resamples must be a positive integer, got {n_resamples!r}")
+    n_resamples = check_n_resamples(n_resamples)
     if not 0 < bandwidth <= 1:
         raise CalibenchError(f"bandwidth must be in (0, 1], got {bandwidth}")
     points = _grid(grid)

@@ -1,20 +1,13 @@
-"""The metric registry and ``summarize``: every metric, per (task, method), with bootstrap CIs.
+"""``summarize``: every registered metric, per (task, method), with bootstrap CIs.
 
-``METRICS`` maps a metric name to ``(function, kind)``; the kind says which record columns the
-function takes, so callers (``summarize``, the CLI, ``paired_delta`` with a metric name) never
-special-case a metric:
-
-- ``"correct"``: ``f(correct)``
-- ``"top"``: ``f(confidence, correct)`` (top-label; every record has these)
-- ``"probs"``: ``f(probs, labels)`` (class-wise; only where every record of a group has probs and a
-  label over the same number of classes)
+Which metrics exist, what each takes and which options it accepts come from the registry
+(:data:`calibench.metrics.registry.METRICS`); ``METRICS`` and ``metric_function`` are re-exported here.
 """
 
 from __future__ import annotations
 
-import functools
 import math
-from collections.abc import Callable, Collection
+from collections.abc import Collection
 from typing import Any
 
 import numpy as np
@@ -24,57 +17,12 @@ from calibench.errors import CalibenchError
 from calibench.metrics._validate import as_n_bins
 from calibench.metrics.binning import check_binning
 from calibench.metrics.bootstrap import bootstrap_ci
-from calibench.metrics.calibration import ace, ece, mce, rmsce, sce
-from calibench.metrics.scores import accuracy, aurc, auroc, brier, brier_top, nll
-from calibench.metrics.smooth import smooth_ece
+from calibench.metrics.registry import METRICS, group_inputs, metric_function
 from calibench.records import COLUMNS, normalize, probs_matrix
 
-METRICS: dict[str, tuple[Callable[..., float], str]] = {
-    "accuracy": (accuracy, "correct"),
-    "ece": (ece, "top"),
-    "ace": (ace, "top"),
-    "mce": (mce, "top"),
-    "rmsce": (rmsce, "top"),
-    "sce": (sce, "probs"),
-    "brier": (brier, "probs"),
-    "brier_top": (brier_top, "top"),
-    "nll": (nll, "probs"),
-    "auroc": (auroc, "top"),
-    "aurc": (aurc, "top"),
-    "smooth_ece": (smooth_ece, "top"),
-}
-
-# Which options each binned metric accepts (ace is always equal-mass, sce always equal-width).
-_BIN_OPTIONS: dict[str, tuple[str, ...]] = {
-    "ece": ("n_bins", "binning"),
-    "mce": ("n_bins", "binning"),
-    "rmsce": ("n_bins", "binning"),
-    "ace": ("n_bins",),
-    "sce": ("n_bins",),
-}
+__all__ = ["METRICS", "SUMMARY_COLUMNS", "metric_function", "summarize"]
 
 SUMMARY_COLUMNS: tuple[str, ...] = ("task", "method", "metric", "estimate", "low", "high", "n")
-
-
-def metric_function(name: str, *, n_bins: int = 10, binning: str = "width") -> Callable[..., float]:
-    """The registered metric ``name`` with the binning options it accepts bound."""
-    if name not in METRICS:
-        raise CalibenchError(f"unknown metric {name!r}; choose from {', '.join(METRICS)}")
-    fn = METRICS[name][0]
-    options = {"n_bins": n_bins, "binning": binning}
-    bound = {key: options[key] for key in _BIN_OPTIONS.get(name, ())}
-    return functools.partial(fn, **bound) if bound else fn
-
-
-def _arrays(
-    kind: str, group: pd.DataFrame, probs: tuple[np.ndarray, np.ndarray] | None
-) -> tuple[Any, ...] | None:
-    """The inputs a metric of ``kind`` takes from a group, or None where the group lacks them."""
-    if kind == "correct":
-        return (group["correct"].to_numpy(),)
-    if kind == "top":
-        return group["confidence"].to_numpy(dtype=np.float64), group["correct"].to_numpy()
-    return probs
 
 
 def summarize(
@@ -108,9 +56,9 @@ def summarize(
         raise CalibenchError("records is empty")
     rows: list[dict[str, Any]] = []
     for (task, method), group in records.groupby(["task", "method"], sort=False):
-        probs = probs_matrix(group)
-        for name, (_, kind) in METRICS.items():
-            arrays = _arrays(kind, group, probs)
+        inputs = group_inputs(group, probs_matrix(group))
+        for name, spec in METRICS.items():
+            arrays = inputs[spec.kind]
             if arrays is None:
                 continue
             fn = metric_function(name, n_bins=n_bins, binning=binning)
