@@ -25,7 +25,7 @@ from calibench.metrics import (
 )
 from calibench.metrics.bootstrap import bootstrap_replicates
 from calibench.metrics.registry import group_inputs, resolve
-from calibench.metrics.resample import RowKeys, fill_rows, resample_indices
+from calibench.metrics.resample import Layout, RowKeys, resample_indices
 from calibench.records import make_records, probs_matrix
 
 
@@ -113,8 +113,9 @@ def test_options_the_vectorised_path_does_not_know_fall_back_to_the_metric() -> 
     c, y = np.array([0.2, 0.7, 0.9]), np.array([0, 1, 1])
     with pytest.raises(CalibenchError, match="norm must be"):
         bootstrap_ci(ece, c, y, n_resamples=5, norm="l3")  # the metric's own message
-    assert METRICS["ece"].replicates((c, y.astype(bool)), {"norm": "l3"}) is None
-    assert METRICS["auroc"].replicates((c, y.astype(bool)), {"n_bins": 3}) is None
+    layout = Layout.for_top(c, y.astype(bool))
+    assert METRICS["ece"].replicates((c, y.astype(bool)), {"norm": "l3"}, layout) is None
+    assert METRICS["auroc"].replicates((c, y.astype(bool)), {"n_bins": 3}, layout) is None
 
 
 def test_row_keys_sum_each_row_like_a_loop() -> None:
@@ -130,9 +131,6 @@ def test_row_keys_sum_each_row_like_a_loop() -> None:
             counts[r, k] += 1
     np.testing.assert_allclose(rk.sums(w), expected, rtol=1e-14)
     np.testing.assert_array_equal(rk.sums(), counts)
-    values = rng.random(30)
-    got = fill_rows(30, 7, 2, lambda idx: values[idx].max(axis=1))
-    np.testing.assert_array_equal(got, [values[i].max() for ch in resample_indices(30, 7, 2) for i in ch])
 
 
 def _metrics_imports() -> dict[str, set[str]]:

@@ -22,7 +22,7 @@ Paired p-value (two-sided, for H0: delta = 0): with replicates ``d*`` of ``metri
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,8 +30,17 @@ import numpy as np
 import pandas as pd
 
 from calibench.errors import CalibenchError
+from calibench.metrics._validate import top_label
 from calibench.metrics.registry import MetricSpec, resolve
-from calibench.metrics.resample import CHUNK_ITEMS, check_n_resamples, resample_indices
+from calibench.metrics.resample import (
+    CHUNK_ITEMS,
+    CountChunk,
+    Kernel,
+    Layout,
+    check_n_resamples,
+    replicate_all,
+    resample_indices,
+)
 
 __all__ = [
     "CHUNK_ITEMS",
@@ -39,7 +48,9 @@ __all__ = [
     "PairedDelta",
     "bootstrap_ci",
     "bootstrap_replicates",
+    "metric_kernel",
     "paired_delta",
+    "percentile_interval",
     "resample_indices",
 ]
 
@@ -80,6 +91,33 @@ def _as_arrays(arrays: tuple[Any, ...]) -> list[np.ndarray]:
     return data
 
 
+def _loop_kernel(func: Callable[..., float], data: list[np.ndarray], options: Mapping[str, Any]) -> Kernel:
+    """Any metric the registry cannot vectorise: run it on each resample's items."""
+
+    def kernel(chunk: CountChunk) -> np.ndarray:
+        return np.array([func(*(a[sample] for a in data), **options) for sample in chunk.idx], dtype=np.float64)
+
+    return kernel
+
+
+def metric_kernel(metric: Metric, arrays: Sequence[Any], layout: Layout, **kwargs: Any) -> Kernel:
+    """The chunk kernel of ``metric`` on ``arrays``: its registry builder's, else a loop over resamples.
+
+    ``layout`` must be ``Layout.for_top`` of the group's validated (confidence, correct) when the
+    metric is top-label (any layout of the right size otherwise).
+    """
+    resolved = resolve(metric, kwargs)
+    data = _as_arrays(tuple(arrays))
+    if data[0].shape[0] != layout.n:
+        raise CalibenchError(f"the arrays have {data[0].shape[0]} items but the layout has {layout.n}")
+    spec = resolved.spec
+    if spec is not None and spec.replicates is not None and len(data) == len(spec.columns):
+        kernel = spec.replicates(spec.inputs.validate(*data), resolved.options, layout)
+        if kernel is not None:
+            return kernel
+    return _loop_kernel(resolved.function, data, resolved.options)
+
+
 def bootstrap_replicates(
     metric: Metric, *arrays: Any, n_resamples: int = 1000, seed: int = 0, **kwargs: Any
 ) -> np.ndarray:
@@ -87,24 +125,19 @@ def bootstrap_replicates(
 
     All ``arrays`` are resampled together along their first axis (paired: one index set per resample).
     """
-    resolved = resolve(metric, kwargs)
-    func, options, spec = resolved.function, resolved.options, resolved.spec
+    spec = resolve(metric, kwargs).spec
     n_resamples = check_n_resamples(n_resamples)
     data = _as_arrays(arrays)
-    if spec is not None and spec.replicates is not None and len(data) == len(spec.columns):
-        replicator = spec.replicates(spec.inputs.validate(*data), options)
-        if replicator is not None:
-            return replicator(n_resamples, seed)
-    out = np.empty(n_resamples)
-    row = 0
-    for idx in resample_indices(data[0].shape[0], n_resamples, seed):
-        for sample in idx:
-            out[row] = func(*(a[sample] for a in data), **options)
-            row += 1
-    return out
+    if spec is not None and spec.kind == "top" and len(data) == 2:
+        layout = Layout.for_top(*top_label(*data))
+    else:
+        layout = Layout.identity(data[0].shape[0])
+    kernel = metric_kernel(metric, data, layout, **kwargs)
+    return replicate_all(layout, n_resamples, seed, [kernel])[0]
 
 
-def _interval(replicates: np.ndarray, level: float) -> tuple[float, float]:
+def percentile_interval(replicates: np.ndarray, level: float) -> tuple[float, float]:
+    """The percentile interval of the replicates at ``level``, leaving out undefined (NaN) ones."""
     finite = replicates[~np.isnan(replicates)]
     if finite.size == 0:
         return float("nan"), float("nan")
@@ -138,7 +171,7 @@ def bootstrap_ci(
     resolved = resolve(metric, kwargs)
     estimate = float(resolved.function(*arrays, **resolved.options))
     replicates = bootstrap_replicates(metric, *arrays, n_resamples=n_resamples, seed=seed, **kwargs)
-    low, high = _interval(replicates, level)
+    low, high = percentile_interval(replicates, level)
     return CI(estimate, low, high)
 
 
@@ -213,7 +246,7 @@ def paired_delta(
     rep_a = bootstrap_replicates(metric, *arrays_a, n_resamples=n_resamples, seed=seed, **kwargs)
     rep_b = bootstrap_replicates(metric, *arrays_b, n_resamples=n_resamples, seed=seed, **kwargs)
     replicates = rep_b - rep_a
-    low, high = _interval(replicates, level)
+    low, high = percentile_interval(replicates, level)
     finite = replicates[~np.isnan(replicates)]
     r = finite.size
     if r == 0:

@@ -1,24 +1,35 @@
-"""Vectorised bootstrap replicates, one builder per metric family (no Python loop over resamples).
+"""Vectorised bootstrap replicates: one kernel builder per metric family.
 
-Each builder takes a metric's validated inputs and its keyword options and returns a ``Replicator``
-(``(n_resamples, seed) -> one value per resample`` of :func:`calibench.metrics.resample.resample_indices`),
-or None when the options are ones it does not handle (the caller then runs the metric once per resample,
-so the metric itself accepts or rejects them). The registry (:mod:`calibench.metrics.registry`) says
-which builder each metric uses.
+A builder takes a metric's validated inputs, its keyword options and the group's
+:class:`~calibench.metrics.resample.Layout` (items sorted once) and returns a chunk kernel
+(``CountChunk -> one value per resample``), or None when the options are ones it does not handle (the
+caller then runs the metric once per resample, so the metric itself accepts or rejects them). A
+top-label builder must be given the ``Layout.for_top`` of its own (confidence, correct). The registry
+(:mod:`calibench.metrics.registry`) says which builder each metric uses.
 
-- ``binned``: ``ece``/``mce``/``rmsce``/``ace``. Equal-width: an item's bin does not change under
-  resampling, so each resample's per-bin sum of ``c - y`` (and, for l2/max, count) is one grouped sum
-  over the keys ``bin``. Equal-mass: bins move with the resample but depend only on the counts per
-  distinct confidence value, so no resample is sorted (see ``_mass``).
-- ``sce``: the l1 equal-width path per class column (against ``labels == k``) on the same resamples.
-- ``ranking``: ``auroc``, ``aurc`` from per-(resample, distinct confidence, outcome) counts, then
-  cumulative sums over the confidence values.
-- ``mean_of``: metrics that are the mean of a per-item loss (accuracy, brier, brier_top, nll).
-- ``smooth``: ``smooth_ece`` (see ``smooth.smooth_ece_replicates``).
+A resample enters only through its counts per atom (run of equal (confidence, correct) in sorted
+order) or per item, so the work per resample is a few sequential passes over the atoms -- linear in
+N with a small constant -- instead of gathering and re-binning N resampled items:
+
+- ``binned`` (ece/mce/rmsce/ace), equal-width: an atom's bin is fixed, so per-bin counts and correct
+  counts are differences of the chunk's integer prefix sums at the bin edges, and the confidence sums
+  are segment sums. Equal-mass: bins move with the resample but depend only on how many items each
+  distinct confidence holds (``binning.mass_index``'s rule: a tie group spanning sorted positions
+  first..last goes to bin ``((first + last) // 2 * B) // N``, the lowest group to bin 0), which the
+  same prefix sums give without sorting anything.
+- ``ranking`` (auroc, aurc): prefix sums of wrong (and all) counts over ascending confidence give each
+  correct item's wrong-below count (AUROC's U, exact in integers, ties 1/2) and each value's accepted
+  set (AURC, ties accepted together).
+- ``mean_of`` (accuracy, brier, brier_top, nll): one dot product of the counts with the per-item (or
+  per-atom) loss.
+- ``sce``: per class column, a fixed sparse map from items to (class, bin) residual sums: one sparse
+  product per chunk.
+- ``smooth``: weighted histograms on the kernel grids (``smooth.smooth_ece_kernel``).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -27,11 +38,10 @@ import numpy as np
 from calibench.metrics._validate import as_n_bins
 from calibench.metrics.binning import BINNINGS, assign_bins
 from calibench.metrics.calibration import NORMS
-from calibench.metrics.resample import RowKeys, fill_rows
-from calibench.metrics.smooth import smooth_ece_replicates
+from calibench.metrics.resample import CountChunk, Kernel, Layout, RowKeys, TopAtoms, segment_sums
+from calibench.metrics.smooth import smooth_ece_kernel
 
-Replicator = Callable[[int, int], np.ndarray]
-Builder = Callable[[tuple[np.ndarray, ...], Mapping[str, Any]], "Replicator | None"]
+Builder = Callable[[tuple[np.ndarray, ...], Mapping[str, Any], Layout], "Kernel | None"]
 
 
 def error_from_sums(counts: np.ndarray | None, abs_resid: np.ndarray, n: int, norm: str) -> np.ndarray:
@@ -45,45 +55,63 @@ def error_from_sums(counts: np.ndarray | None, abs_resid: np.ndarray, n: int, no
     return np.max(np.where(counts > 0, abs_resid / safe, 0.0), axis=1)
 
 
-def _width(c: np.ndarray, y: np.ndarray, n_bins: int, norm: str) -> Callable[[np.ndarray], np.ndarray]:
-    """Equal-width binned error per resample: for l1 only the per-bin residual sums matter
-    (ECE = sum_b |sum_{i in b} (c_i - y_i)| / N); l2 and max also need the per-bin counts."""
-    bins, _ = assign_bins(c, n_bins=n_bins, binning="width")
-    n = c.shape[0]
-    resid = c - y
+def _top(layout: Layout) -> TopAtoms:
+    if layout.top is None:
+        raise ValueError("top-label replicates need a layout sorted by confidence (Layout.for_top)")
+    return layout.top
 
-    def kernel(idx: np.ndarray) -> np.ndarray:
-        keys = RowKeys(bins[idx], n_bins)
-        sums = keys.sums(resid[idx])
-        counts = None if norm == "l1" else keys.sums()
-        return error_from_sums(counts, np.abs(sums), n, norm)
+
+def _conf_sums(chunk: CountChunk) -> np.ndarray:
+    """Per (resample, atom) sum of the drawn confidences (shared by the binned metrics)."""
+    top = chunk.layout.top
+    assert top is not None
+    return chunk.memo("conf_sums", lambda: chunk.atoms_f * top.c)
+
+
+def _width(top: TopAtoms, n_bins: int, norm: str) -> Kernel:
+    """Equal-width binned error: bins are fixed runs of atoms (confidences are sorted)."""
+    bins = assign_bins(top.c, n_bins=n_bins, binning="width")[0]
+    edges = np.searchsorted(bins, np.arange(n_bins + 1), side="left")  # bin b: atoms edges[b]:edges[b + 1]
+
+    def sums(chunk: CountChunk) -> tuple[np.ndarray, np.ndarray]:
+        total, wrong = chunk.prefix("total"), chunk.prefix("wrong")
+        counts = total[:, edges[1:]] - total[:, edges[:-1]]
+        n_correct = counts - (wrong[:, edges[1:]] - wrong[:, edges[:-1]])
+        return counts, segment_sums(_conf_sums(chunk), edges) - n_correct
+
+    def kernel(chunk: CountChunk) -> np.ndarray:
+        counts, resid = chunk.memo(("width", n_bins), lambda: sums(chunk))
+        return error_from_sums(counts, np.abs(resid), top.n, norm)
 
     return kernel
 
 
-def _mass(c: np.ndarray, y: np.ndarray, n_bins: int, norm: str) -> Callable[[np.ndarray], np.ndarray]:
-    """Equal-mass binned error per resample without sorting any resample.
+def _value_sums(chunk: CountChunk, top: TopAtoms) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per (resample, distinct confidence): items below it, items at it, sum of (c - y) at it."""
+    bounds = top.value_bounds
+    total, wrong = chunk.prefix("total"), chunk.prefix("wrong")
+    if bounds.shape[0] - 1 == top.size:  # no confidence holds both outcomes: values are atoms
+        below, count = total[:, :-1], chunk.atoms
+        conf = _conf_sums(chunk)
+    else:
+        below = total[:, bounds[:-1]]
+        count = total[:, bounds[1:]] - below
+        conf = segment_sums(_conf_sums(chunk), bounds)
+    n_correct = count - (wrong[:, bounds[1:]] - wrong[:, bounds[:-1]])
+    return below, count, conf - n_correct
 
-    A tie group occupying sorted positions first..last goes to bin ``((first + last) // 2 * B) // N``,
-    and the lowest group to bin 0 (``binning.mass_index``'s rule). So per chunk: counts and residual
-    sums per (resample, value), a cumulative sum for the positions, and sums per (resample, bin).
-    """
-    _, value_index = np.unique(c, return_inverse=True)
-    groups = int(value_index.max()) + 1
-    value_index = value_index.astype(np.int64)
-    n = c.shape[0]
-    resid = c - y
 
-    def kernel(idx: np.ndarray) -> np.ndarray:
-        by_value = RowKeys(value_index[idx], groups)
-        counts = by_value.sums()
-        sums = by_value.sums(resid[idx])
-        first = np.cumsum(counts, axis=1) - counts
-        bins = ((2 * first + counts - 1) // 2 * n_bins) // n  # middle position (first + last) // 2
+def _mass(top: TopAtoms, n_bins: int, norm: str) -> Kernel:
+    """Equal-mass binned error from the per-value counts (no resample is sorted)."""
+    n = top.n
+
+    def kernel(chunk: CountChunk) -> np.ndarray:
+        first, count, resid = chunk.memo("value_sums", lambda: _value_sums(chunk, top))
+        bins = ((2 * first + count - 1) // 2 * n_bins) // n  # middle position (first + last) // 2
         bins[first == 0] = 0
         by_bin = RowKeys(bins, n_bins)
-        bin_counts = None if norm == "l1" else by_bin.sums(counts)
-        return error_from_sums(bin_counts, np.abs(by_bin.sums(sums)), n, norm)
+        bin_counts = None if norm == "l1" else by_bin.sums(count)
+        return error_from_sums(bin_counts, np.abs(by_bin.sums(resid)), n, norm)
 
     return kernel
 
@@ -92,69 +120,61 @@ def binned(*, norm: str | None = None, binning: str | None = None) -> Builder:
     """Builder for a binned top-label error; ``norm``/``binning`` fixed by the metric, else options."""
     accepted = {"n_bins"} | ({"norm"} if norm is None else set()) | ({"binning"} if binning is None else set())
 
-    def build(arrays: tuple[np.ndarray, ...], options: Mapping[str, Any]) -> Replicator | None:
+    def build(arrays: tuple[np.ndarray, ...], options: Mapping[str, Any], layout: Layout) -> Kernel | None:
         chosen_norm = options.get("norm", "l1") if norm is None else norm
         chosen_binning = options.get("binning", "width") if binning is None else binning
         if not set(options) <= accepted or chosen_binning not in BINNINGS or chosen_norm not in NORMS:
             return None  # let the metric itself reject bad options with its own message
-        c, y = arrays
         n_bins = as_n_bins(options.get("n_bins", 10))
         make = _width if chosen_binning == "width" else _mass
-        return lambda n_resamples, seed: fill_rows(c.shape[0], n_resamples, seed, make(c, y, n_bins, chosen_norm))
+        return make(_top(layout), n_bins, chosen_norm)
 
     return build
 
 
-def sce(arrays: tuple[np.ndarray, ...], options: Mapping[str, Any]) -> Replicator | None:
-    """Static calibration error per resample: the l1 equal-width sums for each class column."""
-    if not set(options) <= {"n_bins"}:
-        return None
-    p, lab = arrays
-    n_bins = as_n_bins(options.get("n_bins", 10))
-    n, n_classes = p.shape
-    columns = [np.ascontiguousarray(p[:, k]) for k in range(n_classes)]
-    bins = [assign_bins(col, n_bins=n_bins, binning="width")[0] for col in columns]
-    resid = [col - (lab == k) for k, col in enumerate(columns)]
+def _auroc(top: TopAtoms) -> Kernel:
+    """2U = sum over correct atoms a of count_a * (2 * wrong before a - wrong tied with a), in integers."""
+    right = np.flatnonzero(top.y)
+    tied = right[top.tied[right]]  # correct atoms right after a wrong atom of the same confidence
 
-    def kernel(idx: np.ndarray) -> np.ndarray:
-        total = np.zeros(idx.shape[0])
-        for b, w in zip(bins, resid, strict=True):
-            total += np.abs(RowKeys(b[idx], n_bins).sums(w[idx])).sum(axis=1) / n
-        return total / n_classes
+    def kernel(chunk: CountChunk) -> np.ndarray:
+        k, wrong = chunk.atoms, chunk.prefix("wrong")
+        two_u = (k[:, right] * (2 * wrong[:, right])).sum(axis=1) - (k[:, tied] * k[:, tied - 1]).sum(axis=1)
+        n_wrong = wrong[:, -1]
+        pairs = (top.n - n_wrong) * n_wrong
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(pairs > 0, two_u / (2 * pairs), math.nan)
 
-    return lambda n_resamples, seed: fill_rows(n, n_resamples, seed, kernel)
+    return kernel
+
+
+def _aurc(top: TopAtoms) -> Kernel:
+    """Each distinct confidence's items are charged the risk of everything at or above it."""
+    bounds = top.value_bounds
+    values_are_atoms = bounds.shape[0] - 1 == top.size
+    n = top.n
+
+    def kernel(chunk: CountChunk) -> np.ndarray:
+        total, wrong = chunk.prefix("total"), chunk.prefix("wrong")
+        if values_are_atoms:
+            below, wrong_below, count = total[:, :-1], wrong[:, :-1], chunk.atoms
+        else:
+            below, wrong_below = total[:, bounds[:-1]], wrong[:, bounds[:-1]]
+            count = total[:, bounds[1:]] - below
+        accepted = n - below
+        errors = wrong[:, -1:] - wrong_below
+        risk = errors / np.maximum(accepted, 1.0)
+        return np.sum(count * risk, axis=1) / n
+
+    return kernel
 
 
 def ranking(statistic: str) -> Builder:
-    """Builder for ``auroc`` or ``aurc``: both depend only on how many correct and wrong items each
-    distinct confidence value holds (ties: 1/2 for AUROC, accepted together for AURC, as in ``scores``)."""
+    """Builder for ``auroc`` or ``aurc`` (ties: 1/2 for AUROC, accepted together for AURC, as in ``scores``)."""
+    make = {"auroc": _auroc, "aurc": _aurc}[statistic]
 
-    def build(arrays: tuple[np.ndarray, ...], options: Mapping[str, Any]) -> Replicator | None:
-        if options:
-            return None
-        c, y = arrays
-        _, value_index = np.unique(c, return_inverse=True)  # ascending distinct confidences
-        groups = int(value_index.max()) + 1
-        key = 2 * value_index.astype(np.int64) + y
-        n = c.shape[0]
-
-        def kernel(idx: np.ndarray) -> np.ndarray:
-            r = idx.shape[0]
-            counts = RowKeys(key[idx], 2 * groups).sums().reshape(r, groups, 2).astype(np.float64)
-            wrong, right = counts[:, :, 0], counts[:, :, 1]
-            if statistic == "auroc":
-                wrong_below = np.cumsum(wrong, axis=1) - wrong
-                u = np.sum(right * (wrong_below + 0.5 * wrong), axis=1)
-                pairs = right.sum(axis=1) * wrong.sum(axis=1)
-                with np.errstate(invalid="ignore", divide="ignore"):
-                    return np.where(pairs > 0, u / pairs, np.nan)
-            total = right + wrong
-            accepted = np.cumsum(total[:, ::-1], axis=1)[:, ::-1]  # items at or above each value
-            errors = np.cumsum(wrong[:, ::-1], axis=1)[:, ::-1]
-            risk = errors / np.maximum(accepted, 1.0)
-            return np.sum(total * risk, axis=1) / n
-
-        return lambda n_resamples, seed: fill_rows(n, n_resamples, seed, kernel)
+    def build(arrays: tuple[np.ndarray, ...], options: Mapping[str, Any], layout: Layout) -> Kernel | None:
+        return None if options else make(_top(layout))
 
     return build
 
@@ -162,20 +182,47 @@ def ranking(statistic: str) -> Builder:
 def mean_of(loss: Callable[..., np.ndarray]) -> Builder:
     """Builder for a metric that is the mean of ``loss(*arrays)`` (one value per item)."""
 
-    def build(arrays: tuple[np.ndarray, ...], options: Mapping[str, Any]) -> Replicator | None:
+    def build(arrays: tuple[np.ndarray, ...], options: Mapping[str, Any], layout: Layout) -> Kernel | None:
         if options:
             return None
         values = loss(*arrays)
-        return lambda n_resamples, seed: fill_rows(
-            values.shape[0], n_resamples, seed, lambda idx: values[idx].mean(axis=1)
-        )
+        n = values.shape[0]
+        per_atom = layout.atom_values(values)
+        if per_atom is not None:  # the loss depends only on (confidence, correct)
+            return lambda chunk: chunk.atoms_f @ per_atom / n
+        per_item = np.ascontiguousarray(layout.sorted(values))
+        return lambda chunk: chunk.items_f @ per_item / n
 
     return build
 
 
-def smooth(arrays: tuple[np.ndarray, ...], options: Mapping[str, Any]) -> Replicator | None:
-    """Smooth ECE per resample (gridded together, bandwidths bisected in lock step)."""
-    if options:
+def sce(arrays: tuple[np.ndarray, ...], options: Mapping[str, Any], layout: Layout) -> Kernel | None:
+    """Static calibration error: the equal-width residual sums of every class column, as one fixed
+    sparse map from item counts to (class, bin) sums."""
+    if not set(options) <= {"n_bins"}:
         return None
-    c, y = arrays
-    return lambda n_resamples, seed: smooth_ece_replicates(c, y, n_resamples=n_resamples, seed=seed)
+    from scipy import sparse
+
+    n_bins = as_n_bins(options.get("n_bins", 10))
+    p, lab = layout.sorted(arrays[0]), layout.sorted(arrays[1])
+    n, n_classes = p.shape
+    keys, resid = [], []
+    for k in range(n_classes):
+        column = np.ascontiguousarray(p[:, k])
+        keys.append(assign_bins(column, n_bins=n_bins, binning="width")[0] + k * n_bins)
+        resid.append(column - (lab == k))
+    items = np.tile(np.arange(n), n_classes)
+    to_bins = sparse.csr_matrix(
+        (np.concatenate(resid), (np.concatenate(keys), items)), shape=(n_classes * n_bins, n)
+    )
+
+    def kernel(chunk: CountChunk) -> np.ndarray:
+        sums = np.asarray(to_bins @ chunk.items_f.T).T.reshape(chunk.rows, n_classes, n_bins)
+        return (np.abs(sums).sum(axis=2) / n).sum(axis=1) / n_classes
+
+    return kernel
+
+
+def smooth(arrays: tuple[np.ndarray, ...], options: Mapping[str, Any], layout: Layout) -> Kernel | None:
+    """Smooth ECE per resample (see ``smooth.smooth_ece_kernel``)."""
+    return None if options else smooth_ece_kernel(layout)

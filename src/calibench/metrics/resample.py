@@ -1,6 +1,6 @@
-"""Bootstrap resampling: the item draws, and per-(resample, group) sums over them.
+"""Bootstrap resampling: the item draws, resamples as counts, and per-(resample, group) sums.
 
-Every vectorised replicate in :mod:`calibench.metrics` is built from two pieces that live only here:
+Every vectorised replicate in :mod:`calibench.metrics` is built from pieces that live only here:
 
 - ``resample_indices(n, n_resamples, seed)`` draws the item indices of all resamples from one
   ``numpy.random.default_rng(seed)`` in row chunks of about ``CHUNK_ITEMS`` indices (bounded memory).
@@ -10,13 +10,24 @@ Every vectorised replicate in :mod:`calibench.metrics` is built from two pieces 
   the sum (or count) per (resample row, group) for every row at once. A metric whose resamples reduce
   to per-group sums (bins, distinct confidence values, kernel-grid points) needs nothing else.
 
-``fill_rows`` runs a per-chunk kernel over all chunks and collects one value per resample.
+- ``Layout``: a group's items sorted once (by confidence, then correctness) and cut into "atoms",
+  the runs of equal (confidence, correct). Every top-label metric depends on a resample only through
+  how often it draws each atom, so
+- ``CountChunk`` turns a chunk of drawn indices into counts per (resample, atom) -- one gather and one
+  ``bincount`` per chunk, shared by every metric of the group -- and caches what several metrics use
+  (float counts, prefix sums). A metric then costs a few sequential passes over the atoms per resample
+  (prefix sums, segment sums, dot products) instead of gathering and re-binning the resampled items.
+- ``replicate_all`` runs several metrics' chunk kernels over one stream of chunks, so the draws (and
+  the counts) are made once per group, not once per metric.
+
+The counts come from the same draws as ``resample_indices``: replicates equal the metric evaluated on
+those resamples (to rounding), whatever the chunking.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Callable, Hashable, Iterator, Sequence
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -65,13 +76,178 @@ class RowKeys:
         return np.bincount(self.flat, weights=w, minlength=size).reshape(self.rows, self.n_groups)
 
 
-def fill_rows(
-    n: int, n_resamples: int, seed: int, kernel: Callable[[np.ndarray], np.ndarray]
-) -> np.ndarray:
-    """One value per resample: ``kernel(idx)`` maps each (rows, n) index chunk to its ``rows`` values."""
-    out = np.empty(check_n_resamples(n_resamples))
-    row = 0
-    for idx in resample_indices(n, n_resamples, seed):
-        out[row : row + idx.shape[0]] = kernel(idx)
-        row += idx.shape[0]
+def segment_sums(values: np.ndarray, bounds: np.ndarray) -> np.ndarray:
+    """Sums of ``values[:, bounds[j]:bounds[j + 1]]`` for each j (empty segments give 0).
+
+    ``bounds`` is non-decreasing, starts at 0 and ends at ``values.shape[1]``. Sequential sums within a
+    segment (``np.add.reduceat``), so the accuracy is that of a ``bincount`` over the same items.
+    """
+    starts = bounds[:-1]
+    full = bounds[1:] > starts
+    out = np.zeros((values.shape[0], starts.shape[0]), dtype=values.dtype)
+    if full.any():
+        out[:, full] = np.add.reduceat(values, starts[full], axis=1)
     return out
+
+
+class TopAtoms:
+    """The runs of equal (confidence, correct) of items sorted by confidence, then correctness.
+
+    ``c``/``y``: each atom's confidence and correctness (ascending confidence; a wrong atom comes
+    just before a correct one of the same confidence); ``bounds``: atom j holds sorted positions
+    ``bounds[j]:bounds[j + 1]``; ``value_bounds``: the atoms of each distinct confidence;
+    ``tied``: atom j is correct and atom j - 1 is wrong with the same confidence.
+    """
+
+    def __init__(self, cs: np.ndarray, ys: np.ndarray) -> None:
+        n = cs.shape[0]
+        new_value = np.empty(n, dtype=bool)
+        new_value[0] = True
+        np.not_equal(cs[1:], cs[:-1], out=new_value[1:])
+        new_atom = new_value.copy()
+        new_atom[1:] |= ys[1:] != ys[:-1]
+        starts = np.flatnonzero(new_atom)
+        self.n = n
+        self.size = int(starts.shape[0])
+        self.bounds = np.append(starts, n)
+        self.c = cs[starts]
+        self.y = ys[starts]
+        atom_new_value = new_value[starts]
+        self.value_bounds = np.append(np.flatnonzero(atom_new_value), self.size)
+        self.tied = ~atom_new_value  # only a correct atom can follow a wrong one of its value
+        self.index = np.cumsum(new_atom, dtype=np.int64) - 1  # sorted position -> atom
+        if self.size < 2**31:
+            self.index = self.index.astype(np.int32)
+
+
+class Layout:
+    """A group's items in the order resamples are counted in (sorted once per group).
+
+    ``order[p]`` is the item at position p and ``position[i]`` the position of item i (None: the
+    identity). ``top`` is set when the order sorts by (confidence, correct), for top-label metrics.
+    """
+
+    def __init__(self, n: int, order: np.ndarray | None = None, top: TopAtoms | None = None) -> None:
+        if n < 1:
+            raise CalibenchError("cannot bootstrap empty input")
+        self.n = n
+        self.order = order
+        self.top = top
+        self.position: np.ndarray | None = None
+        if order is not None:
+            position = np.empty(n, dtype=np.int32 if n < 2**31 else np.int64)
+            position[order] = np.arange(n, dtype=position.dtype)
+            self.position = position
+        # item -> atom, where atoms are coarser than items (ties): one gather per chunk gives atom keys
+        self.atom_of_item: np.ndarray | None = None
+        if top is not None and top.size < n:
+            self.atom_of_item = top.index if self.position is None else top.index[self.position]
+
+    @classmethod
+    def identity(cls, n: int) -> Layout:
+        return cls(n)
+
+    @classmethod
+    def for_top(cls, confidence: np.ndarray, correct: np.ndarray) -> Layout:
+        """Sorted by validated confidence, then correctness (stable), with its atoms."""
+        order = np.lexsort((correct, confidence))
+        return cls(confidence.shape[0], order, TopAtoms(confidence[order], correct[order]))
+
+    def sorted(self, values: np.ndarray) -> np.ndarray:
+        """Per-item ``values`` (first axis) in layout order."""
+        return values if self.order is None else values[self.order]
+
+    def atom_values(self, values: np.ndarray) -> np.ndarray | None:
+        """Per-atom values if per-item ``values`` are constant on every atom, else None."""
+        top = self.top
+        if top is None:
+            return None
+        vs = self.sorted(values)
+        at = vs[top.bounds[:-1]]
+        return at if np.array_equal(vs, at[top.index]) else None
+
+
+T = TypeVar("T")
+
+
+class CountChunk:
+    """A chunk of resamples as counts, with the derived arrays several metrics share (computed once)."""
+
+    def __init__(self, idx: np.ndarray, layout: Layout) -> None:
+        self.idx = idx
+        self.layout = layout
+        self.rows = idx.shape[0]
+        self._memo: dict[Hashable, Any] = {}
+
+    def memo(self, key: Hashable, make: Callable[[], T]) -> T:
+        """``make()`` once per chunk under ``key`` (for values several metrics of a group use)."""
+        if key not in self._memo:
+            self._memo[key] = make()
+        return self._memo[key]
+
+    @property
+    def items(self) -> np.ndarray:
+        """Draws of each item, in layout order: (rows, n) int64."""
+
+        def make() -> np.ndarray:
+            keys = self.idx if self.layout.position is None else self.layout.position[self.idx]
+            return RowKeys(keys, self.layout.n).sums()
+
+        return self.memo("items", make)
+
+    @property
+    def items_f(self) -> np.ndarray:
+        return self.memo("items_f", lambda: self.items.astype(np.float64))
+
+    @property
+    def atoms(self) -> np.ndarray:
+        """Draws of each top-label atom: (rows, atoms) int64 (needs a ``Layout.for_top``)."""
+        top = self.layout.top
+        if top is None:
+            raise ValueError("atom counts need a layout sorted by confidence (Layout.for_top)")
+
+        def make() -> np.ndarray:
+            if top.size == self.layout.n:
+                return self.items
+            if "items" in self._memo:
+                return segment_sums(self.items, top.bounds)
+            assert self.layout.atom_of_item is not None
+            return RowKeys(self.layout.atom_of_item[self.idx], top.size).sums()
+
+        return self.memo("atoms", make)
+
+    @property
+    def atoms_f(self) -> np.ndarray:
+        return self.memo("atoms_f", lambda: self.atoms.astype(np.float64))
+
+    def prefix(self, name: str) -> np.ndarray:
+        """Exclusive prefix sums over atoms, (rows, atoms + 1) int64: ``"total"`` or ``"wrong"`` counts."""
+
+        def make() -> np.ndarray:
+            top = self.layout.top
+            assert top is not None
+            counts = self.atoms if name == "total" else self.atoms * ~top.y
+            out = np.zeros((self.rows, counts.shape[1] + 1), dtype=np.int64)
+            np.cumsum(counts, axis=1, out=out[:, 1:])
+            return out
+
+        return self.memo(("prefix", name), make)
+
+
+Kernel = Callable[[CountChunk], np.ndarray]
+
+
+def replicate_all(layout: Layout, n_resamples: int, seed: int, kernels: Sequence[Kernel]) -> list[np.ndarray]:
+    """One value per resample for each kernel, all fed the same chunks of ``resample_indices`` draws.
+
+    Memory stays flat: one chunk (about ``CHUNK_ITEMS`` draws) and its counts are alive at a time.
+    """
+    n_resamples = check_n_resamples(n_resamples)
+    outs = [np.empty(n_resamples) for _ in kernels]
+    row = 0
+    for idx in resample_indices(layout.n, n_resamples, seed):
+        chunk = CountChunk(idx, layout)
+        for out, kernel in zip(outs, kernels, strict=True):
+            out[row : row + chunk.rows] = kernel(chunk)
+        row += chunk.rows
+    return outs
