@@ -38,7 +38,7 @@ import numpy as np
 from calibench.metrics._validate import as_n_bins
 from calibench.metrics.binning import BINNINGS, assign_bins
 from calibench.metrics.calibration import NORMS
-from calibench.metrics.resample import CountChunk, Kernel, Layout, RowKeys, TopAtoms, segment_sums
+from calibench.metrics.resample import CountChunk, Kernel, Layout, TopAtoms, segment_sums
 from calibench.metrics.smooth import smooth_ece_kernel
 
 Builder = Callable[[tuple[np.ndarray, ...], Mapping[str, Any], Layout], "Kernel | None"]
@@ -61,23 +61,22 @@ def _top(layout: Layout) -> TopAtoms:
     return layout.top
 
 
-def _conf_sums(chunk: CountChunk) -> np.ndarray:
-    """Per (resample, atom) sum of the drawn confidences (shared by the binned metrics)."""
-    top = chunk.layout.top
-    assert top is not None
-    return chunk.memo("conf_sums", lambda: chunk.atoms_f * top.c)
-
-
 def _width(top: TopAtoms, n_bins: int, norm: str) -> Kernel:
     """Equal-width binned error: bins are fixed runs of atoms (confidences are sorted)."""
     bins = assign_bins(top.c, n_bins=n_bins, binning="width")[0]
     edges = np.searchsorted(bins, np.arange(n_bins + 1), side="left")  # bin b: atoms edges[b]:edges[b + 1]
+    spans = [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:], strict=True)]
 
     def sums(chunk: CountChunk) -> tuple[np.ndarray, np.ndarray]:
         total, wrong = chunk.prefix("total"), chunk.prefix("wrong")
         counts = total[:, edges[1:]] - total[:, edges[:-1]]
         n_correct = counts - (wrong[:, edges[1:]] - wrong[:, edges[:-1]])
-        return counts, segment_sums(_conf_sums(chunk), edges) - n_correct
+        k = chunk.atoms_f
+        conf = np.zeros((chunk.rows, n_bins))
+        for b, (lo, hi) in enumerate(spans):  # one dot product per bin: no temporary of the atoms' size
+            if hi > lo:
+                conf[:, b] = k[:, lo:hi] @ top.c[lo:hi]
+        return counts, conf - n_correct
 
     def kernel(chunk: CountChunk) -> np.ndarray:
         counts, resid = chunk.memo(("width", n_bins), lambda: sums(chunk))
@@ -87,31 +86,44 @@ def _width(top: TopAtoms, n_bins: int, norm: str) -> Kernel:
 
 
 def _value_sums(chunk: CountChunk, top: TopAtoms) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per (resample, distinct confidence): items below it, items at it, sum of (c - y) at it."""
+    """Per (resample, distinct confidence): items below it (one more column: N), items at it, and
+    the sum of (c - y) at it."""
     bounds = top.value_bounds
-    total, wrong = chunk.prefix("total"), chunk.prefix("wrong")
+    total = chunk.prefix("total")
+    resid = chunk.atoms_f * top.resid
     if bounds.shape[0] - 1 == top.size:  # no confidence holds both outcomes: values are atoms
-        below, count = total[:, :-1], chunk.atoms
-        conf = _conf_sums(chunk)
-    else:
-        below = total[:, bounds[:-1]]
-        count = total[:, bounds[1:]] - below
-        conf = segment_sums(_conf_sums(chunk), bounds)
-    n_correct = count - (wrong[:, bounds[1:]] - wrong[:, bounds[:-1]])
-    return below, count, conf - n_correct
+        return total, chunk.atoms, resid
+    below = total[:, bounds]
+    return below, np.diff(below, axis=1), segment_sums(resid, bounds)
 
 
 def _mass(top: TopAtoms, n_bins: int, norm: str) -> Kernel:
-    """Equal-mass binned error from the per-value counts (no resample is sorted)."""
+    """Equal-mass binned error from the per-value counts (no resample is sorted).
+
+    A value's bin is ``mid * B // N`` with ``mid = first + (count - 1) // 2`` its middle sorted
+    position, except that values with nothing below them go to bin 0. ``mid`` never decreases along
+    the values, so bin b starts at the first value with ``mid >= ceil(b N / B)`` (a binary search per
+    bin) and the bins' sums are segment sums.
+    """
     n = top.n
+    thresholds = -((-np.arange(1, n_bins) * n) // n_bins)  # ceil(b * N / B), b = 1 .. B - 1
 
     def kernel(chunk: CountChunk) -> np.ndarray:
-        first, count, resid = chunk.memo("value_sums", lambda: _value_sums(chunk, top))
-        bins = ((2 * first + count - 1) // 2 * n_bins) // n  # middle position (first + last) // 2
-        bins[first == 0] = 0
-        by_bin = RowKeys(bins, n_bins)
-        bin_counts = None if norm == "l1" else by_bin.sums(count)
-        return error_from_sums(bin_counts, np.abs(by_bin.sums(resid)), n, norm)
+        below, count, resid = chunk.memo("value_sums", lambda: _value_sums(chunk, top))
+        first = below[:, :-1]
+        mid = first + ((count - 1) >> 1)
+        n_values = first.shape[1]
+        abs_resid = np.empty((chunk.rows, n_bins))
+        bin_counts = np.empty((chunk.rows, n_bins), dtype=np.int64)
+        edges = np.empty(n_bins + 1, dtype=np.intp)
+        edges[0], edges[-1] = 0, n_values
+        for r in range(chunk.rows):
+            opened = np.searchsorted(first[r], 1, side="left")  # values with nothing below: bin 0
+            edges[1:-1] = np.maximum(np.searchsorted(mid[r], thresholds, side="left"), opened)
+            abs_resid[r] = np.abs(segment_sums(resid[r : r + 1], edges)[0])
+            at = below[r, edges]
+            bin_counts[r] = at[1:] - at[:-1]
+        return error_from_sums(None if norm == "l1" else bin_counts, abs_resid, n, norm)
 
     return kernel
 
@@ -134,12 +146,14 @@ def binned(*, norm: str | None = None, binning: str | None = None) -> Builder:
 
 def _auroc(top: TopAtoms) -> Kernel:
     """2U = sum over correct atoms a of count_a * (2 * wrong before a - wrong tied with a), in integers."""
-    right = np.flatnonzero(top.y)
-    tied = right[top.tied[right]]  # correct atoms right after a wrong atom of the same confidence
+    correct = top.y.astype(np.int64)
+    tied = np.flatnonzero(top.tied)  # correct atoms right after a wrong atom of the same confidence
 
     def kernel(chunk: CountChunk) -> np.ndarray:
         k, wrong = chunk.atoms, chunk.prefix("wrong")
-        two_u = (k[:, right] * (2 * wrong[:, right])).sum(axis=1) - (k[:, tied] * k[:, tied - 1]).sum(axis=1)
+        two_u = 2 * np.einsum("ij,ij,j->i", k, wrong[:, :-1], correct)
+        if tied.size:
+            two_u -= np.einsum("ij,ij->i", k[:, tied], k[:, tied - 1])
         n_wrong = wrong[:, -1]
         pairs = (top.n - n_wrong) * n_wrong
         with np.errstate(invalid="ignore", divide="ignore"):
@@ -162,9 +176,10 @@ def _aurc(top: TopAtoms) -> Kernel:
             below, wrong_below = total[:, bounds[:-1]], wrong[:, bounds[:-1]]
             count = total[:, bounds[1:]] - below
         accepted = n - below
-        errors = wrong[:, -1:] - wrong_below
-        risk = errors / np.maximum(accepted, 1.0)
-        return np.sum(count * risk, axis=1) / n
+        np.maximum(accepted, 1, out=accepted)
+        risk = np.divide(wrong[:, -1:] - wrong_below, accepted, out=np.empty(accepted.shape))
+        weights = chunk.atoms_f if values_are_atoms else count.astype(np.float64)
+        return np.einsum("ij,ij->i", weights, risk) / n
 
     return kernel
 
@@ -211,9 +226,10 @@ def sce(arrays: tuple[np.ndarray, ...], options: Mapping[str, Any], layout: Layo
         column = np.ascontiguousarray(p[:, k])
         keys.append(assign_bins(column, n_bins=n_bins, binning="width")[0] + k * n_bins)
         resid.append(column - (lab == k))
-    items = np.tile(np.arange(n), n_classes)
-    to_bins = sparse.csr_matrix(
-        (np.concatenate(resid), (np.concatenate(keys), items)), shape=(n_classes * n_bins, n)
+    # one column per item holding its K (class, bin) residuals: CSC needs no sorting to build
+    to_bins = sparse.csc_matrix(
+        (np.stack(resid, axis=1).ravel(), np.stack(keys, axis=1).ravel(), np.arange(0, n * n_classes + 1, n_classes)),
+        shape=(n_classes * n_bins, n),
     )
 
     def kernel(chunk: CountChunk) -> np.ndarray:

@@ -26,7 +26,10 @@ those resamples (to rounding), whatever the chunking.
 
 from __future__ import annotations
 
+import os
+from collections import deque
 from collections.abc import Callable, Hashable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import numpy as np
@@ -66,8 +69,11 @@ class RowKeys:
     def __init__(self, keys: np.ndarray, n_groups: int) -> None:
         self.rows = keys.shape[0]
         self.n_groups = n_groups
-        offsets = (np.arange(self.rows, dtype=np.int64) * n_groups)[:, None]
-        self.flat = (keys + offsets).ravel()
+        if self.rows == 1:  # one resample per chunk (large inputs): no offsets to add
+            self.flat = keys.ravel()
+        else:
+            offsets = (np.arange(self.rows, dtype=np.intp) * n_groups)[:, None]
+            self.flat = (keys + offsets).ravel()
 
     def sums(self, weights: np.ndarray | None = None) -> np.ndarray:
         """Per (row, group) sum of ``weights`` (shape (rows, m)); item counts (int64) if None."""
@@ -88,6 +94,11 @@ def segment_sums(values: np.ndarray, bounds: np.ndarray) -> np.ndarray:
     if full.any():
         out[:, full] = np.add.reduceat(values, starts[full], axis=1)
     return out
+
+
+def _index_dtype(n: int) -> type[np.signedinteger]:
+    """int32 tables where they fit: gathering from a table half the size is several times faster."""
+    return np.int32 if n < 2**31 else np.int64
 
 
 class TopAtoms:
@@ -115,9 +126,9 @@ class TopAtoms:
         atom_new_value = new_value[starts]
         self.value_bounds = np.append(np.flatnonzero(atom_new_value), self.size)
         self.tied = ~atom_new_value  # only a correct atom can follow a wrong one of its value
-        self.index = np.cumsum(new_atom, dtype=np.int64) - 1  # sorted position -> atom
-        if self.size < 2**31:
-            self.index = self.index.astype(np.int32)
+        self.wrong = (~self.y).astype(np.int64)
+        self.resid = self.c - self.y
+        self.index = (np.cumsum(new_atom, dtype=np.int64) - 1).astype(_index_dtype(self.size))  # position -> atom
 
 
 class Layout:
@@ -135,7 +146,7 @@ class Layout:
         self.top = top
         self.position: np.ndarray | None = None
         if order is not None:
-            position = np.empty(n, dtype=np.int32 if n < 2**31 else np.int64)
+            position = np.empty(n, dtype=_index_dtype(n))
             position[order] = np.arange(n, dtype=position.dtype)
             self.position = position
         # item -> atom, where atoms are coarser than items (ties): one gather per chunk gives atom keys
@@ -190,13 +201,15 @@ class CountChunk:
         """Draws of each item, in layout order: (rows, n) int64."""
 
         def make() -> np.ndarray:
-            keys = self.idx if self.layout.position is None else self.layout.position[self.idx]
+            keys = self.idx if self.layout.position is None else np.take(self.layout.position, self.idx)
             return RowKeys(keys, self.layout.n).sums()
 
         return self.memo("items", make)
 
     @property
     def items_f(self) -> np.ndarray:
+        if self.layout.top is not None and self.layout.top.size == self.layout.n:
+            return self.atoms_f  # atoms are items: one float copy
         return self.memo("items_f", lambda: self.items.astype(np.float64))
 
     @property
@@ -212,7 +225,7 @@ class CountChunk:
             if "items" in self._memo:
                 return segment_sums(self.items, top.bounds)
             assert self.layout.atom_of_item is not None
-            return RowKeys(self.layout.atom_of_item[self.idx], top.size).sums()
+            return RowKeys(np.take(self.layout.atom_of_item, self.idx), top.size).sums()
 
         return self.memo("atoms", make)
 
@@ -226,7 +239,7 @@ class CountChunk:
         def make() -> np.ndarray:
             top = self.layout.top
             assert top is not None
-            counts = self.atoms if name == "total" else self.atoms * ~top.y
+            counts = self.atoms if name == "total" else self.atoms * top.wrong
             out = np.zeros((self.rows, counts.shape[1] + 1), dtype=np.int64)
             np.cumsum(counts, axis=1, out=out[:, 1:])
             return out
@@ -237,17 +250,57 @@ class CountChunk:
 Kernel = Callable[[CountChunk], np.ndarray]
 
 
+def _workers() -> int:
+    """Threads for chunk kernels: the cores this process may use, at most ``MAX_WORKERS``."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(MAX_WORKERS, cores))
+
+
+MAX_WORKERS = 4  # most numpy loops release the GIL; chunks are independent, so threads add up
+
+
 def replicate_all(layout: Layout, n_resamples: int, seed: int, kernels: Sequence[Kernel]) -> list[np.ndarray]:
     """One value per resample for each kernel, all fed the same chunks of ``resample_indices`` draws.
 
-    Memory stays flat: one chunk (about ``CHUNK_ITEMS`` draws) and its counts are alive at a time.
+    Chunks are drawn in order on this thread and evaluated on up to ``_workers()`` threads (numpy
+    releases the GIL in its loops); each chunk's values depend only on its draws, so the result does
+    not depend on the thread count. Memory stays flat: at most one chunk per worker (plus the one being
+    drawn) is alive, each about ``CHUNK_ITEMS`` draws and its counts.
     """
     n_resamples = check_n_resamples(n_resamples)
     outs = [np.empty(n_resamples) for _ in kernels]
-    row = 0
-    for idx in resample_indices(layout.n, n_resamples, seed):
+
+    def evaluate(idx: np.ndarray) -> list[np.ndarray]:
         chunk = CountChunk(idx, layout)
-        for out, kernel in zip(outs, kernels, strict=True):
-            out[row : row + chunk.rows] = kernel(chunk)
-        row += chunk.rows
+        return [kernel(chunk) for kernel in kernels]
+
+    def store(row: int, values: list[np.ndarray]) -> None:
+        for out, v in zip(outs, values, strict=True):
+            out[row : row + v.shape[0]] = v
+
+    workers = _workers() if n_resamples > chunk_rows(layout.n) else 1
+    if workers == 1:
+        row = 0
+        for idx in resample_indices(layout.n, n_resamples, seed):
+            store(row, evaluate(idx))
+            row += idx.shape[0]
+        return outs
+    pending: deque[tuple[int, Future[list[np.ndarray]]]] = deque()
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        row = 0
+        for idx in resample_indices(layout.n, n_resamples, seed):
+            if len(pending) >= workers:
+                store(*_result(pending.popleft()))
+            pending.append((row, pool.submit(evaluate, idx)))
+            row += idx.shape[0]
+        while pending:
+            store(*_result(pending.popleft()))
     return outs
+
+
+def _result(item: tuple[int, Future[list[np.ndarray]]]) -> tuple[int, list[np.ndarray]]:
+    row, future = item
+    return row, future.result()
