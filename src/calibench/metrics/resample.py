@@ -126,7 +126,7 @@ class TopAtoms:
         atom_new_value = new_value[starts]
         self.value_bounds = np.append(np.flatnonzero(atom_new_value), self.size)
         self.tied = ~atom_new_value  # only a correct atom can follow a wrong one of its value
-        self.wrong = (~self.y).astype(np.int64)
+        self.wrong = ~self.y
         self.resid = self.c - self.y
         self.index = (np.cumsum(new_atom, dtype=np.int64) - 1).astype(_index_dtype(self.size))  # position -> atom
 
