@@ -60,6 +60,8 @@ def test_chunk_counts_match_the_drawn_indices() -> None:
     direct = CountChunk(idx, layout).atoms  # straight from the atom keys (no item counts needed)
     np.testing.assert_array_equal(direct, segment_sums(chunk.items, layout.top.bounds))
     np.testing.assert_array_equal(chunk.prefix("total")[:, -1], [40, 40, 40])
+    layout.items_used = True  # a class-wise kernel reads item counts: atoms are summed from them
+    np.testing.assert_array_equal(CountChunk(idx, layout).atoms, direct)
 
 
 def test_segment_sums_leave_empty_segments_zero() -> None:

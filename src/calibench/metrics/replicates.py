@@ -206,6 +206,7 @@ def mean_of(loss: Callable[..., np.ndarray]) -> Builder:
         if per_atom is not None:  # the loss depends only on (confidence, correct)
             return lambda chunk: chunk.atoms_f @ per_atom / n
         per_item = np.ascontiguousarray(layout.sorted(values))
+        layout.items_used = True
         return lambda chunk: chunk.items_f @ per_item / n
 
     return build
@@ -231,6 +232,8 @@ def sce(arrays: tuple[np.ndarray, ...], options: Mapping[str, Any], layout: Layo
         (np.stack(resid, axis=1).ravel(), np.stack(keys, axis=1).ravel(), np.arange(0, n * n_classes + 1, n_classes)),
         shape=(n_classes * n_bins, n),
     )
+
+    layout.items_used = True
 
     def kernel(chunk: CountChunk) -> np.ndarray:
         sums = np.asarray(to_bins @ chunk.items_f.T).T.reshape(chunk.rows, n_classes, n_bins)

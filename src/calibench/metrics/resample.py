@@ -149,6 +149,7 @@ class Layout:
             position = np.empty(n, dtype=_index_dtype(n))
             position[order] = np.arange(n, dtype=position.dtype)
             self.position = position
+        self.items_used = False  # set by kernels that read item counts: atoms then come from those
         # item -> atom, where atoms are coarser than items (ties): one gather per chunk gives atom keys
         self.atom_of_item: np.ndarray | None = None
         if top is not None and top.size < n:
@@ -222,7 +223,7 @@ class CountChunk:
         def make() -> np.ndarray:
             if top.size == self.layout.n:
                 return self.items
-            if "items" in self._memo:
+            if self.layout.items_used:  # the item counts are made anyway: sum them per atom
                 return segment_sums(self.items, top.bounds)
             assert self.layout.atom_of_item is not None
             return RowKeys(np.take(self.layout.atom_of_item, self.idx), top.size).sums()
