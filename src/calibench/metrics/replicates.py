@@ -222,16 +222,16 @@ def sce(arrays: tuple[np.ndarray, ...], options: Mapping[str, Any], layout: Layo
     n_bins = as_n_bins(options.get("n_bins", 10))
     p, lab = layout.sorted(arrays[0]), layout.sorted(arrays[1])
     n, n_classes = p.shape
-    keys, resid = [], []
+    index = np.int32 if n * n_classes < 2**31 else np.int64
+    keys = np.empty((n, n_classes), dtype=index)
+    resid = np.empty((n, n_classes))
     for k in range(n_classes):
         column = np.ascontiguousarray(p[:, k])
-        keys.append(assign_bins(column, n_bins=n_bins, binning="width")[0] + k * n_bins)
-        resid.append(column - (lab == k))
+        keys[:, k] = assign_bins(column, n_bins=n_bins, binning="width")[0] + k * n_bins
+        resid[:, k] = column - (lab == k)
     # one column per item holding its K (class, bin) residuals: CSC needs no sorting to build
-    to_bins = sparse.csc_matrix(
-        (np.stack(resid, axis=1).ravel(), np.stack(keys, axis=1).ravel(), np.arange(0, n * n_classes + 1, n_classes)),
-        shape=(n_classes * n_bins, n),
-    )
+    pointers = np.arange(0, n * n_classes + 1, n_classes, dtype=index)
+    to_bins = sparse.csc_matrix((resid.ravel(), keys.ravel(), pointers), shape=(n_classes * n_bins, n))
 
     layout.items_used = True
 

@@ -9,7 +9,6 @@ Every vectorised replicate in :mod:`calibench.metrics` is built from pieces that
 - ``RowKeys``: a chunk's group keys offset by ``row * n_groups``, so that one ``np.bincount`` gives
   the sum (or count) per (resample row, group) for every row at once. A metric whose resamples reduce
   to per-group sums (bins, distinct confidence values, kernel-grid points) needs nothing else.
-
 - ``Layout``: a group's items sorted once (by confidence, then correctness) and cut into "atoms",
   the runs of equal (confidence, correct). Every top-label metric depends on a resample only through
   how often it draws each atom, so
