@@ -200,12 +200,11 @@ def mean_of(loss: Callable[..., np.ndarray]) -> Builder:
     def build(arrays: tuple[np.ndarray, ...], options: Mapping[str, Any], layout: Layout) -> Kernel | None:
         if options:
             return None
-        values = loss(*arrays)
-        n = values.shape[0]
-        per_atom = layout.atom_values(values)
+        per_item = np.ascontiguousarray(layout.sorted(loss(*arrays)))
+        n = per_item.shape[0]
+        per_atom = layout.atom_values(per_item)
         if per_atom is not None:  # the loss depends only on (confidence, correct)
             return lambda chunk: chunk.atoms_f @ per_atom / n
-        per_item = np.ascontiguousarray(layout.sorted(values))
         layout.items_used = True
         return lambda chunk: chunk.items_f @ per_item / n
 

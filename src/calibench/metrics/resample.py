@@ -160,22 +160,29 @@ class Layout:
 
     @classmethod
     def for_top(cls, confidence: np.ndarray, correct: np.ndarray) -> Layout:
-        """Sorted by validated confidence, then correctness (stable), with its atoms."""
-        order = np.lexsort((correct, confidence))
-        return cls(confidence.shape[0], order, TopAtoms(confidence[order], correct[order]))
+        """Sorted by validated confidence, then correctness, with its atoms.
+
+        One integer sort: the bits of a non-negative float sort like the float, so ``bits << 1 | y``
+        orders by (confidence, correct) (c <= 1 leaves the top bit free). Items of one atom are
+        interchangeable, so the sort need not be stable.
+        """
+        c = confidence + 0.0  # -0.0 -> 0.0, so its bits sort with the zeros
+        key = c.view(np.int64) << 1
+        key |= correct
+        order = np.argsort(key)
+        return cls(c.shape[0], order, TopAtoms(c[order], correct[order]))
 
     def sorted(self, values: np.ndarray) -> np.ndarray:
         """Per-item ``values`` (first axis) in layout order."""
         return values if self.order is None else values[self.order]
 
-    def atom_values(self, values: np.ndarray) -> np.ndarray | None:
-        """Per-atom values if per-item ``values`` are constant on every atom, else None."""
+    def atom_values(self, sorted_values: np.ndarray) -> np.ndarray | None:
+        """Per-atom values if per-item values (in layout order) are constant on every atom, else None."""
         top = self.top
         if top is None:
             return None
-        vs = self.sorted(values)
-        at = vs[top.bounds[:-1]]
-        return at if np.array_equal(vs, at[top.index]) else None
+        at = sorted_values[top.bounds[:-1]]
+        return at if np.array_equal(sorted_values, at[top.index]) else None
 
 
 T = TypeVar("T")
