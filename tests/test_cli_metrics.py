@@ -219,3 +219,16 @@ def test_console_script_end_to_end(records: Path, tmp_path: Path) -> None:
     assert bad.returncode == 2
     assert bad.stdout == ""
     assert bad.stderr.strip().splitlines() == [f"error: {broken}:2: invalid JSON (Expecting value at column 1)"]
+
+
+def test_option_help_names_the_metrics_the_registry_gives_those_options() -> None:
+    import inspect
+    import re
+
+    from calibench.commands import metrics as metrics_cmd
+    from calibench.metrics import METRICS
+
+    params = inspect.signature(metrics_cmd.metrics).parameters
+    for option in ("n_bins", "binning"):
+        named = set(re.findall(r"[A-Z]{2,}", params[option].default.help.split("(")[0]))
+        assert {n.upper() for n, spec in METRICS.items() if option in spec.options} == named, option

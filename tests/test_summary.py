@@ -65,10 +65,10 @@ def records() -> pd.DataFrame:
 
 def test_registry_lists_every_metric_with_its_input_kind() -> None:
     assert list(METRICS) == ALL_NAMES
-    kinds = {name: kind for name, (_, kind) in METRICS.items()}
+    kinds = {name: spec.kind for name, spec in METRICS.items()}
     assert kinds["accuracy"] == "correct"
     assert {n for n, k in kinds.items() if k == "probs"} == {"sce", "brier", "nll"}
-    assert all(callable(fn) for fn, _ in METRICS.values())
+    assert all(callable(spec.function) for spec in METRICS.values())
 
 
 def test_summarize_rows_and_columns(records: pd.DataFrame) -> None:

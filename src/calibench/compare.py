@@ -56,16 +56,6 @@ def _run_n_bins(run: Path) -> int | None:
         return None
 
 
-def _arrays(kind: str, group: pd.DataFrame) -> tuple[Any, ...] | None:
-    from calibench.records import probs_matrix
-
-    if kind == "correct":
-        return (group["correct"].to_numpy(bool),)
-    if kind == "top":
-        return group["confidence"].to_numpy(np.float64), group["correct"].to_numpy(bool)
-    return probs_matrix(group)
-
-
 def _check_items(task: str, method: str, a: pd.DataFrame, b: pd.DataFrame) -> None:
     ids_a, ids_b = set(a["item_id"]), set(b["item_id"])
     if ids_a != ids_b:
@@ -84,7 +74,8 @@ def compare_runs(run_a: str | Path, run_b: str | Path, *, n_resamples: int = 100
     ``n_bins`` defaults to the bin count run A was summarised with (its metrics.json), else 10.
     """
     from calibench.metrics import METRICS, metric_function, paired_delta
-    from calibench.records import load_run_records
+    from calibench.metrics.registry import group_inputs
+    from calibench.records import load_run_records, probs_matrix
 
     pa, pb = Path(run_a), Path(run_b)
     rec_a, rec_b = load_run_records(pa), load_run_records(pb)
@@ -104,9 +95,10 @@ def compare_runs(run_a: str | Path, run_b: str | Path, *, n_resamples: int = 100
         ga, gb = groups_a[(task, method)], groups_b[(task, method)]
         _check_items(task, method, ga, gb)
         gb = gb.set_index("item_id").loc[ga["item_id"]].reset_index()  # same item order as A
-        for name, (_, kind) in METRICS.items():
-            arr_a, arr_b = _arrays(kind, ga), _arrays(kind, gb)
-            if arr_a is None or arr_b is None or (kind == "probs" and arr_a[0].shape != arr_b[0].shape):
+        inputs_a, inputs_b = group_inputs(ga, probs_matrix(ga)), group_inputs(gb, probs_matrix(gb))
+        for name, spec in METRICS.items():
+            arr_a, arr_b = inputs_a[spec.kind], inputs_b[spec.kind]
+            if arr_a is None or arr_b is None or (spec.kind == "probs" and arr_a[0].shape != arr_b[0].shape):
                 continue
             fn = metric_function(name, n_bins=n_bins)
             pdl = paired_delta(fn, ga, gb, n_resamples=n_resamples, level=level, seed=seed)

@@ -12,9 +12,11 @@ import typer
 
 from calibench.errors import CalibenchError
 
-# Columns of the end-of-run summary: (header, metric).
-_SUMMARY = (("acc", "accuracy"), ("ECE [95% CI]", "ece"), ("SCE", "sce"), ("Brier", "brier"),
-            ("AUROC", "auroc"))
+# Columns of the end-of-run summary: (header, metric name in calibench.metrics.METRICS), and the
+# top-label stand-in shown (starred) where a group lacks the class probabilities a metric needs.
+SUMMARY_COLUMNS: tuple[tuple[str, str], ...] = (("acc", "accuracy"), ("ECE [95% CI]", "ece"), ("SCE", "sce"),
+                                               ("Brier", "brier"), ("AUROC", "auroc"))
+TOP_LABEL_STAND_IN: dict[str, str] = {"brier": "brier_top"}
 
 
 def _console():
@@ -43,15 +45,16 @@ def summary_table(metrics, title: str = "calibration"):
                   "else top-label (*)")
     for col in ("task", "method", "n"):
         table.add_column(col, justify="right" if col == "n" else "left", no_wrap=col != "task")
-    for header, _ in _SUMMARY:
+    for header, _ in SUMMARY_COLUMNS:
         table.add_column(header, justify="right")
     for (task, method), g in metrics.groupby(["task", "method"], sort=False):
         by = {r["metric"]: r for r in g.to_dict("records")}
         cells = []
-        for _, name in _SUMMARY:
+        for _, name in SUMMARY_COLUMNS:
             r = by.get(name)
-            if r is None and name == "brier" and "brier_top" in by:
-                cells.append(_fmt(by["brier_top"]["estimate"]) + "*")
+            stand_in = TOP_LABEL_STAND_IN.get(name)
+            if r is None and stand_in in by:
+                cells.append(_fmt(by[stand_in]["estimate"]) + "*")
             elif r is None:
                 cells.append("–")
             elif name == "ece":

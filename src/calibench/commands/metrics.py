@@ -23,8 +23,6 @@ from calibench.errors import CalibenchError
 if TYPE_CHECKING:
     import pandas as pd
 
-BINNINGS = ("width", "mass")
-RECALIBRATORS = ("temperature", "platt", "histogram", "isotonic")
 IMAGE_SUFFIXES = (".png", ".svg", ".pdf")
 GROUP_KEYS = ("model", "task", "method")
 
@@ -97,7 +95,13 @@ def metrics(
 
 def _validate_options(*, n_bins: int, binning: str, bootstrap: int, level: float, recalibrate: str | None,
                       folds: int, images: list[Path]) -> None:
-    """Reject bad options before reading anything, each with a message naming the option."""
+    """Reject bad options before reading anything, each with a message naming the option.
+
+    The choices come from their registries (``metrics.binning.BINNINGS``, ``recalibrate.CALIBRATORS``).
+    """
+    from calibench.metrics.binning import BINNINGS
+    from calibench.recalibrate import CALIBRATORS
+
     if n_bins < 1:
         raise CalibenchError(f"--n-bins must be >= 1, got {n_bins}")
     if binning not in BINNINGS:
@@ -106,8 +110,8 @@ def _validate_options(*, n_bins: int, binning: str, bootstrap: int, level: float
         raise CalibenchError(f"--bootstrap must be >= 0 (0 disables CIs), got {bootstrap}")
     if not 0.0 < level < 1.0:
         raise CalibenchError(f"--level must be in (0, 1), got {level}")
-    if recalibrate is not None and recalibrate not in RECALIBRATORS:
-        raise CalibenchError(f"--recalibrate must be one of {', '.join(RECALIBRATORS)}, got {recalibrate!r}")
+    if recalibrate is not None and recalibrate not in CALIBRATORS:
+        raise CalibenchError(f"--recalibrate must be one of {', '.join(CALIBRATORS)}, got {recalibrate!r}")
     if folds < 2:
         raise CalibenchError(f"--folds must be >= 2, got {folds}")
     for path in images:

@@ -4,28 +4,13 @@ A metric on a few hundred items is noisy; comparing a base and an aligned model 
 far less noisy if the resampling is paired (the same item indices for both runs). Everything here is
 deterministic given ``seed``.
 
-Resampling. ``resample_indices(n, n_resamples, seed)`` draws the item indices of all resamples from one
-``numpy.random.default_rng(seed)`` in row chunks of about a million indices (bounded memory); the chunk
-size depends only on ``n``, so the same ``(n, n_resamples, seed)`` always gives the same resamples.
-
-Vectorised metrics (no Python loop over resamples; one ``bincount``/``mean`` per chunk):
-
-- ``ece``/``mce``/``rmsce`` with equal-width bins (any ``n_bins``/``norm``): an item's bin does not
-  change under resampling, so each resample's per-bin sum of ``c - y`` (and, for l2/max, count) comes
-  from one ``np.bincount`` over the keys ``resample * n_bins + bin``.
-- ``ace`` and ``binning="mass"``: equal-mass bins move with the resample but depend only on the counts
-  per distinct confidence value, so no resample is sorted (see ``_mass_replicates``).
-- ``accuracy``, ``brier_top``, ``brier``, ``nll``: means of a per-item loss, averaged per resample row.
-- ``smooth_ece``: all resamples are gridded by one ``bincount``; the bandwidth bisection runs in lock
-  step and smooths all resamples that try the same bandwidth in one batched FFT
-  (``smooth.smooth_ece_replicates``).
-
-- ``sce``: the l1 ECE path per class column (against ``labels == k``) on the same resamples.
-- ``auroc``, ``aurc``: one ``bincount`` per chunk over ``(resample, distinct confidence, correct)``, then
-  cumulative sums over the confidence values.
-
-Any other callable (a user metric, a ``smooth_ece`` with options) runs once per resample. Resamples where the metric
-is undefined (NaN, e.g. AUROC on a resample with one outcome) are left out of the percentiles.
+Resampling (``calibench.metrics.resample``): ``resample_indices(n, n_resamples, seed)`` draws the item
+indices of all resamples from one ``numpy.random.default_rng(seed)`` in bounded row chunks, so the same
+``(n, n_resamples, seed)`` always gives the same resamples. A registered metric (a name, its function,
+a ``functools.partial`` of it, or a ``MetricSpec``) gets its vectorised replicates from the registry
+(``MetricSpec.replicates``, see ``calibench.metrics.replicates``); any other callable, or options the
+vectorised path does not handle, runs once per resample. Resamples where the metric is undefined
+(NaN, e.g. AUROC on a resample with one outcome) are left out of the percentiles.
 
 Percentile CI: the ``(1 - level) / 2`` and ``(1 + level) / 2`` quantiles of the replicates (numpy's
 linear interpolation); the estimate is the metric on the full data, not the replicate mean.
@@ -37,9 +22,7 @@ Paired p-value (two-sided, for H0: delta = 0): with replicates ``d*`` of ``metri
 
 from __future__ import annotations
 
-import functools
-import inspect
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,17 +30,31 @@ import numpy as np
 import pandas as pd
 
 from calibench.errors import CalibenchError
+from calibench.metrics._validate import top_label
+from calibench.metrics.registry import MetricSpec, resolve
+from calibench.metrics.resample import (
+    CHUNK_ITEMS,
+    CountChunk,
+    Kernel,
+    Layout,
+    check_n_resamples,
+    replicate_all,
+    resample_indices,
+)
 
-CHUNK_ITEMS = 1 << 20  # indices drawn per chunk: 4 MB of int32 (+ gathered values) stays near cache
+__all__ = [
+    "CHUNK_ITEMS",
+    "CI",
+    "PairedDelta",
+    "bootstrap_ci",
+    "bootstrap_replicates",
+    "metric_kernel",
+    "paired_delta",
+    "percentile_interval",
+    "resample_indices",
+]
 
-# record column for each metric argument name (a metric's signature says what it needs)
-_ARG_COLUMNS: dict[str, str] = {
-    "confidence": "confidence",
-    "correct": "correct",
-    "probs": "probs",
-    "labels": "label",
-    "label": "label",
-}
+Metric = Callable[..., float] | str | MetricSpec
 
 
 @dataclass(frozen=True)
@@ -80,250 +77,8 @@ class PairedDelta:
     n: int
 
 
-def _check_n_resamples(n_resamples: Any) -> int:
-    if isinstance(n_resamples, bool) or not isinstance(n_resamples, (int, np.integer)) or n_resamples < 1:
-        raise CalibenchError(f"n_resamples must be a positive integer, got {n_resamples!r}")
-    return int(n_resamples)
-
-
-def resample_indices(n: int, n_resamples: int, seed: int = 0) -> Iterator[np.ndarray]:
-    """Yield (rows, n) arrays of item indices drawn with replacement, ``n_resamples`` rows in all."""
-    if n < 1:
-        raise CalibenchError("cannot bootstrap empty input")
-    n_resamples = _check_n_resamples(n_resamples)
-    rng = np.random.default_rng(seed)
-    dtype = np.int32 if n < 2**31 else np.int64
-    rows = max(1, CHUNK_ITEMS // n)
-    for start in range(0, n_resamples, rows):
-        yield rng.integers(0, n, size=(min(rows, n_resamples - start), n), dtype=dtype)
-
-
-def _resolve(
-    metric: Callable[..., float] | str, kwargs: Mapping[str, Any]
-) -> tuple[Callable[..., float], dict]:
-    """The plain metric function and its keyword options (names and ``functools.partial`` unwrapped)."""
-    if isinstance(metric, str):
-        from calibench.metrics import METRICS
-
-        if metric not in METRICS:
-            raise CalibenchError(f"unknown metric {metric!r}; choose from {', '.join(sorted(METRICS))}")
-        metric = METRICS[metric][0]
-    options: dict[str, Any] = {}
-    while isinstance(metric, functools.partial):
-        if metric.args:
-            break
-        options = {**metric.keywords, **options}
-        metric = metric.func
-    if not callable(metric):
-        raise CalibenchError(f"metric must be a callable or a metric name, got {metric!r}")
-    return metric, {**options, **kwargs}
-
-
-def _per_item_loss(func: Callable[..., float], arrays: tuple[Any, ...]) -> np.ndarray | None:
-    """Per-item values whose mean is ``func(*arrays)``, for the mean-type metrics; else None."""
-    from calibench.metrics import _validate, scores
-
-    if len(arrays) != (1 if func is scores.accuracy else 2):
-        return None  # wrong arity: let the metric itself raise
-    if func is scores.accuracy:
-        return _validate.as_correct(arrays[0]).astype(np.float64)
-    if func is scores.brier_top:
-        c, y = _validate.top_label(*arrays)
-        return (c - y) ** 2
-    if func is scores.brier or func is scores.nll:
-        p, labels = _validate.class_wise(*arrays)
-        gold = p[np.arange(p.shape[0]), labels]
-        if func is scores.nll:
-            return 0.0 - np.log(np.maximum(gold, scores.NLL_CLIP))  # 0.0 - x: no "-0.0" when perfect
-        return np.einsum("ij,ij->i", p, p) - 2.0 * gold + 1.0
-    return None
-
-
-def _binned_options(func: Callable[..., float], kwargs: Mapping[str, Any]) -> tuple[Any, str, str] | None:
-    """(n_bins, norm, binning) if ``func(**kwargs)`` is a binned top-label calibration error, else None."""
-    from calibench.metrics import calibration
-
-    if func is calibration.ece:
-        norm, binning, accepted = (
-            kwargs.get("norm", "l1"),
-            kwargs.get("binning", "width"),
-            {"n_bins", "binning", "norm"},
-        )
-    elif func is calibration.ace:
-        norm, binning, accepted = kwargs.get("norm", "l1"), "mass", {"n_bins", "norm"}
-    elif func is calibration.mce or func is calibration.rmsce:
-        norm = "max" if func is calibration.mce else "l2"
-        binning, accepted = kwargs.get("binning", "width"), {"n_bins", "binning"}
-    else:
-        return None
-    if not set(kwargs) <= accepted or binning not in ("width", "mass") or norm not in calibration.NORMS:
-        return None  # let the metric itself reject bad options with its own message
-    return kwargs.get("n_bins", 10), norm, binning
-
-
-def _binned_replicates(
-    c: np.ndarray, y: np.ndarray, n_bins: int, norm: str, n_resamples: int, seed: int
-) -> np.ndarray:
-    """Equal-width binned calibration error of every resample from per-(resample, bin) sums.
-
-    For the l1 norm only the per-bin residual sum matters (ECE = sum_b |sum_{i in b} (c_i - y_i)| / N),
-    so one weighted ``bincount`` per chunk suffices; l2 and max also need the per-bin counts.
-    """
-    from calibench.metrics.binning import assign_bins
-
-    bins, _ = assign_bins(c, n_bins=n_bins, binning="width")
-    n = c.shape[0]
-    resid = c - y
-    out = np.empty(n_resamples)
-    row = 0
-    for idx in resample_indices(n, n_resamples, seed):
-        r = idx.shape[0]
-        k = bins[idx]
-        k += (np.arange(r, dtype=np.int64) * n_bins)[:, None]
-        k = k.ravel()
-        sums = np.bincount(k, weights=resid[idx].ravel(), minlength=r * n_bins).reshape(r, n_bins)
-        counts = None if norm == "l1" else np.bincount(k, minlength=r * n_bins).reshape(r, n_bins)
-        out[row : row + r] = _error_from_sums(counts, np.abs(sums), n, norm)
-        row += r
-    return out
-
-
-def _mass_replicates(
-    c: np.ndarray, y: np.ndarray, n_bins: int, norm: str, n_resamples: int, seed: int
-) -> np.ndarray:
-    """Equal-mass binned calibration error of every resample without sorting any resample.
-
-    Equal-mass bins move with the resample, but they depend only on how many items each distinct
-    confidence value holds: a tie group occupying sorted positions first..last goes to bin
-    ``((first + last) // 2 * B) // N``, and the lowest group to bin 0 (``binning.mass_index``'s rule).
-    So per chunk: one ``bincount`` of counts and residual sums per (resample, value), a cumulative sum
-    for the positions, and one ``bincount`` per (resample, bin).
-    """
-    _, value_index = np.unique(c, return_inverse=True)
-    groups = int(value_index.max()) + 1
-    value_index = value_index.astype(np.int64)
-    n = c.shape[0]
-    resid = c - y
-    out = np.empty(n_resamples)
-    row = 0
-    for idx in resample_indices(n, n_resamples, seed):
-        r = idx.shape[0]
-        k = value_index[idx]
-        k += (np.arange(r, dtype=np.int64) * groups)[:, None]
-        k = k.ravel()
-        counts = np.bincount(k, minlength=r * groups).reshape(r, groups)
-        sums = np.bincount(k, weights=resid[idx].ravel(), minlength=r * groups).reshape(r, groups)
-        first = np.cumsum(counts, axis=1) - counts
-        bins = ((2 * first + counts - 1) // 2 * n_bins) // n  # middle position (first + last) // 2
-        bins[first == 0] = 0
-        bins += (np.arange(r, dtype=np.int64) * n_bins)[:, None]
-        bins = bins.ravel()
-        bin_sums = np.bincount(bins, weights=sums.ravel(), minlength=r * n_bins).reshape(r, n_bins)
-        bin_counts = None
-        if norm != "l1":
-            bin_counts = np.bincount(bins, weights=counts.ravel(), minlength=r * n_bins).reshape(r, n_bins)
-        out[row : row + r] = _error_from_sums(bin_counts, np.abs(bin_sums), n, norm)
-        row += r
-    return out
-
-
-def _sce_replicates(probs: Any, labels: Any, n_bins: int, n_resamples: int, seed: int) -> np.ndarray:
-    """Static calibration error of every resample: the l1 ``_binned_replicates`` idea for each class
-    column (against ``labels == k``) on the same resample indices, averaged over classes."""
-    from calibench.metrics._validate import class_wise
-    from calibench.metrics.binning import assign_bins
-
-    p, lab = class_wise(probs, labels)
-    n, n_classes = p.shape
-    columns = [np.ascontiguousarray(p[:, k]) for k in range(n_classes)]
-    bins = [assign_bins(col, n_bins=n_bins, binning="width")[0] for col in columns]
-    resid = [col - (lab == k) for k, col in enumerate(columns)]
-    out = np.empty(n_resamples)
-    row = 0
-    for idx in resample_indices(n, n_resamples, seed):
-        r = idx.shape[0]
-        offsets = (np.arange(r, dtype=np.int64) * n_bins)[:, None]
-        total = np.zeros(r)
-        for b, w in zip(bins, resid, strict=True):
-            k = b[idx]
-            k += offsets
-            sums = np.bincount(k.ravel(), weights=w[idx].ravel(), minlength=r * n_bins).reshape(r, n_bins)
-            total += np.abs(sums).sum(axis=1) / n
-        out[row : row + r] = total / n_classes
-        row += r
-    return out
-
-
-def _error_from_sums(counts: np.ndarray | None, abs_resid: np.ndarray, n: int, norm: str) -> np.ndarray:
-    """Row-wise calibration error from per-bin |sum of (c - y)| and (for l2/max) counts; rows = resamples."""
-    if norm == "l1":
-        return abs_resid.sum(axis=1) / n
-    assert counts is not None
-    safe = np.maximum(counts, 1)
-    if norm == "l2":
-        return np.sqrt(np.sum(abs_resid * abs_resid / safe, axis=1) / n)
-    return np.max(np.where(counts > 0, abs_resid / safe, 0.0), axis=1)
-
-
-def _ranking_replicates(
-    func: Callable[..., float], arrays: tuple[Any, ...], n_resamples: int, seed: int
-) -> np.ndarray | None:
-    """AUROC or AURC of every resample from per-(resample, confidence value, outcome) counts; else None.
-
-    Both depend only on how many correct and wrong items each distinct confidence value holds, so after
-    one ``bincount`` per chunk the per-resample statistic is a cumulative sum over the values (ties
-    handled as in ``scores``: 1/2 for AUROC, accepted together for AURC).
-    """
-    from calibench.metrics import _validate, scores
-
-    if (func is not scores.auroc and func is not scores.aurc) or len(arrays) != 2:
-        return None
-    c, y = _validate.top_label(*arrays)
-    _, value_index = np.unique(c, return_inverse=True)  # ascending distinct confidences
-    groups = int(value_index.max()) + 1
-    key = 2 * value_index.astype(np.int64) + y
-    out = np.empty(n_resamples)
-    row = 0
-    for idx in resample_indices(c.shape[0], n_resamples, seed):
-        r = idx.shape[0]
-        k = key[idx]
-        k += (np.arange(r, dtype=np.int64) * 2 * groups)[:, None]
-        counts = np.bincount(k.ravel(), minlength=r * 2 * groups).reshape(r, groups, 2).astype(np.float64)
-        wrong, right = counts[:, :, 0], counts[:, :, 1]
-        if func is scores.auroc:
-            wrong_below = np.cumsum(wrong, axis=1) - wrong
-            u = np.sum(right * (wrong_below + 0.5 * wrong), axis=1)
-            pairs = right.sum(axis=1) * wrong.sum(axis=1)
-            with np.errstate(invalid="ignore", divide="ignore"):
-                out[row : row + r] = np.where(pairs > 0, u / pairs, np.nan)
-        else:
-            total = right + wrong
-            accepted = np.cumsum(total[:, ::-1], axis=1)[:, ::-1]  # items at or above each value
-            errors = np.cumsum(wrong[:, ::-1], axis=1)[:, ::-1]
-            risk = errors / np.maximum(accepted, 1.0)
-            out[row : row + r] = np.sum(total * risk, axis=1) / c.shape[0]
-        row += r
-    return out
-
-
-def _mean_replicates(values: np.ndarray, n_resamples: int, seed: int) -> np.ndarray:
-    out = np.empty(n_resamples)
-    row = 0
-    for idx in resample_indices(values.shape[0], n_resamples, seed):
-        out[row : row + idx.shape[0]] = values[idx].mean(axis=1)
-        row += idx.shape[0]
-    return out
-
-
-def bootstrap_replicates(
-    metric: Callable[..., float] | str, *arrays: Any, n_resamples: int = 1000, seed: int = 0, **kwargs: Any
-) -> np.ndarray:
-    """The metric on each of ``n_resamples`` item resamples (the resamples of ``resample_indices``).
-
-    All ``arrays`` are resampled together along their first axis (paired: one index set per resample).
-    """
-    func, options = _resolve(metric, kwargs)
-    n_resamples = _check_n_resamples(n_resamples)
+def _as_arrays(arrays: tuple[Any, ...]) -> list[np.ndarray]:
+    """The per-item arrays, checked to be non-empty and of one length along their first axis."""
     if not arrays:
         raise CalibenchError("bootstrap needs at least one array of per-item values")
     data = [np.asarray(a) for a in arrays]
@@ -333,41 +88,56 @@ def bootstrap_replicates(
             raise CalibenchError(f"array 0 has {n} items but array {i} has {a.shape[0] if a.ndim else 0}")
     if n == 0:
         raise CalibenchError("cannot bootstrap empty input")
-    binned = _binned_options(func, options) if len(data) == 2 else None
-    if binned is not None:
-        from calibench.metrics._validate import as_n_bins, top_label
-
-        c, y = top_label(*data)
-        n_bins, norm, binning = binned
-        replicates = _binned_replicates if binning == "width" else _mass_replicates
-        return replicates(c, y, as_n_bins(n_bins), norm, n_resamples, seed)
-    from calibench.metrics import calibration
-
-    if func is calibration.sce and len(data) == 2 and set(options) <= {"n_bins"}:
-        from calibench.metrics._validate import as_n_bins
-
-        return _sce_replicates(*data, as_n_bins(options.get("n_bins", 10)), n_resamples, seed)
-    if not options:
-        from calibench.metrics import smooth
-
-        if func is smooth.smooth_ece and len(data) == 2:
-            return smooth.smooth_ece_replicates(*data, n_resamples=n_resamples, seed=seed)
-        ranking = _ranking_replicates(func, tuple(data), n_resamples, seed)
-        if ranking is not None:
-            return ranking
-        loss = _per_item_loss(func, tuple(data))
-        if loss is not None:
-            return _mean_replicates(loss, n_resamples, seed)
-    out = np.empty(n_resamples)
-    row = 0
-    for idx in resample_indices(n, n_resamples, seed):
-        for sample in idx:
-            out[row] = func(*(a[sample] for a in data), **options)
-            row += 1
-    return out
+    return data
 
 
-def _interval(replicates: np.ndarray, level: float) -> tuple[float, float]:
+def _loop_kernel(func: Callable[..., float], data: list[np.ndarray], options: Mapping[str, Any]) -> Kernel:
+    """Any metric the registry cannot vectorise: run it on each resample's items."""
+
+    def kernel(chunk: CountChunk) -> np.ndarray:
+        return np.array([func(*(a[sample] for a in data), **options) for sample in chunk.idx], dtype=np.float64)
+
+    return kernel
+
+
+def metric_kernel(metric: Metric, arrays: Sequence[Any], layout: Layout, **kwargs: Any) -> Kernel:
+    """The chunk kernel of ``metric`` on ``arrays``: its registry builder's, else a loop over resamples.
+
+    ``layout`` must be ``Layout.for_top`` of the group's validated (confidence, correct) when the
+    metric is top-label (any layout of the right size otherwise).
+    """
+    resolved = resolve(metric, kwargs)
+    data = _as_arrays(tuple(arrays))
+    if data[0].shape[0] != layout.n:
+        raise CalibenchError(f"the arrays have {data[0].shape[0]} items but the layout has {layout.n}")
+    spec = resolved.spec
+    if spec is not None and spec.replicates is not None and len(data) == len(spec.columns):
+        kernel = spec.replicates(spec.inputs.validate(*data), resolved.options, layout)
+        if kernel is not None:
+            return kernel
+    return _loop_kernel(resolved.function, data, resolved.options)
+
+
+def bootstrap_replicates(
+    metric: Metric, *arrays: Any, n_resamples: int = 1000, seed: int = 0, **kwargs: Any
+) -> np.ndarray:
+    """The metric on each of ``n_resamples`` item resamples (the resamples of ``resample_indices``).
+
+    All ``arrays`` are resampled together along their first axis (paired: one index set per resample).
+    """
+    spec = resolve(metric, kwargs).spec
+    n_resamples = check_n_resamples(n_resamples)
+    data = _as_arrays(arrays)
+    if spec is not None and spec.kind == "top" and len(data) == 2:
+        layout = Layout.for_top(*top_label(*data))
+    else:
+        layout = Layout.identity(data[0].shape[0])
+    kernel = metric_kernel(metric, data, layout, **kwargs)
+    return replicate_all(layout, n_resamples, seed, [kernel])[0]
+
+
+def percentile_interval(replicates: np.ndarray, level: float) -> tuple[float, float]:
+    """The percentile interval of the replicates at ``level``, leaving out undefined (NaN) ones."""
     finite = replicates[~np.isnan(replicates)]
     if finite.size == 0:
         return float("nan"), float("nan")
@@ -398,31 +168,21 @@ def bootstrap_ci(
     True
     """
     level = _check_level(level)
-    func, options = _resolve(metric, kwargs)
-    estimate = float(func(*arrays, **options))
-    replicates = bootstrap_replicates(func, *arrays, n_resamples=n_resamples, seed=seed, **options)
-    low, high = _interval(replicates, level)
+    resolved = resolve(metric, kwargs)
+    estimate = float(resolved.function(*arrays, **resolved.options))
+    replicates = bootstrap_replicates(metric, *arrays, n_resamples=n_resamples, seed=seed, **kwargs)
+    low, high = percentile_interval(replicates, level)
     return CI(estimate, low, high)
 
 
-def _columns_for(func: Callable[..., float]) -> list[str]:
-    """Record columns the metric takes, from its positional parameter names."""
-    try:
-        params = inspect.signature(func).parameters.values()
-    except (TypeError, ValueError) as exc:
-        raise CalibenchError(f"cannot inspect the arguments of metric {func!r}") from exc
-    names = [
-        p.name
-        for p in params
-        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty
-    ]
-    unknown = [name for name in names if name not in _ARG_COLUMNS]
-    if not names or unknown:
+def _columns_for(spec: MetricSpec | None, func: Callable[..., float]) -> tuple[str, ...]:
+    """Record columns the metric takes, from its registry entry."""
+    if spec is None:
         raise CalibenchError(
-            f"paired_delta cannot tell which record columns metric {getattr(func, '__name__', func)!r} takes "
-            f"(its arguments must be named from {sorted(_ARG_COLUMNS)})"
+            f"paired_delta cannot tell which record columns metric {getattr(func, '__name__', func)!r} takes: "
+            "pass a metric name, a registered metric function, or a calibench.metrics.MetricSpec"
         )
-    return [_ARG_COLUMNS[name] for name in names]
+    return spec.columns
 
 
 def _column(run: pd.DataFrame | Mapping[str, Any], name: str, which: str) -> np.ndarray:
@@ -468,7 +228,8 @@ def paired_delta(
     exactly the same items (in any order). Each resample takes the same items from both runs.
     """
     level = _check_level(level)
-    func, options = _resolve(metric, kwargs)
+    resolved = resolve(metric, kwargs)
+    func, options = resolved.function, resolved.options
     ids_a, ids_b = _item_ids(a, "a"), _item_ids(b, "b")
     only_a, only_b = ids_a.difference(ids_b), ids_b.difference(ids_a)
     if only_a.size or only_b.size:
@@ -478,14 +239,14 @@ def paired_delta(
             f"{only_b.size} only in b (e.g. {example!r})"
         )
     order = ids_b.get_indexer(ids_a)  # row of b for each row of a
-    columns = _columns_for(func)
+    columns = _columns_for(resolved.spec, func)
     arrays_a = [_column(a, col, "a") for col in columns]
     arrays_b = [_column(b, col, "b")[order] for col in columns]
     delta = float(func(*arrays_b, **options)) - float(func(*arrays_a, **options))
-    rep_a = bootstrap_replicates(func, *arrays_a, n_resamples=n_resamples, seed=seed, **options)
-    rep_b = bootstrap_replicates(func, *arrays_b, n_resamples=n_resamples, seed=seed, **options)
+    rep_a = bootstrap_replicates(metric, *arrays_a, n_resamples=n_resamples, seed=seed, **kwargs)
+    rep_b = bootstrap_replicates(metric, *arrays_b, n_resamples=n_resamples, seed=seed, **kwargs)
     replicates = rep_b - rep_a
-    low, high = _interval(replicates, level)
+    low, high = percentile_interval(replicates, level)
     finite = replicates[~np.isnan(replicates)]
     r = finite.size
     if r == 0:

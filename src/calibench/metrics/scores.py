@@ -37,26 +37,42 @@ def accuracy(correct: Any) -> float:
     return float(np.mean(as_correct(correct)))
 
 
-def brier(probs: Any, labels: Any) -> float:
-    """Multiclass Brier score in [0, 2] (sum over classes, mean over items)."""
-    p, labels = class_wise(probs, labels)
+def accuracy_losses(correct: np.ndarray) -> np.ndarray:
+    """Per-item values whose mean is ``accuracy`` (validated bools as 0.0/1.0)."""
+    return correct.astype(np.float64)
+
+
+def brier_losses(p: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Per-item multiclass Brier terms of validated inputs: sum_k (p_k - onehot_k)^2."""
     rows = np.arange(p.shape[0])
     # sum_k (p_k - onehot_k)^2 = sum_k p_k^2 - 2 p_label + 1
-    per_item = np.einsum("ij,ij->i", p, p) - 2.0 * p[rows, labels] + 1.0
-    return float(np.mean(per_item))
+    return np.einsum("ij,ij->i", p, p) - 2.0 * p[rows, labels] + 1.0
+
+
+def brier(probs: Any, labels: Any) -> float:
+    """Multiclass Brier score in [0, 2] (sum over classes, mean over items)."""
+    return float(np.mean(brier_losses(*class_wise(probs, labels))))
+
+
+def brier_top_losses(c: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Per-item top-label Brier terms (c - y)^2 of validated inputs."""
+    return (c - y) ** 2
 
 
 def brier_top(confidence: Any, correct: Any) -> float:
     """Top-label Brier score: mean (confidence - correct)^2, range [0, 1]."""
-    c, y = top_label(confidence, correct)
-    return float(np.mean((c - y) ** 2))
+    return float(np.mean(brier_top_losses(*top_label(confidence, correct))))
+
+
+def nll_losses(p: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Per-item -log P[i, label_i] of validated inputs, probabilities clipped at ``NLL_CLIP``."""
+    gold = p[np.arange(p.shape[0]), labels]
+    return 0.0 - np.log(np.maximum(gold, NLL_CLIP))  # 0.0 - x: no "-0.0" when perfect
 
 
 def nll(probs: Any, labels: Any) -> float:
     """Negative log-likelihood of the gold class, probabilities clipped at 1e-12."""
-    p, labels = class_wise(probs, labels)
-    gold = p[np.arange(p.shape[0]), labels]
-    return float(0.0 - np.mean(np.log(np.maximum(gold, NLL_CLIP))))  # 0.0 - x: no "-0.0" when perfect
+    return float(np.mean(nll_losses(*class_wise(probs, labels))))
 
 
 def auroc(confidence: Any, correct: Any) -> float:

@@ -24,9 +24,11 @@ gridding is done once per distinct grid, with ``np.bincount`` instead of ``np.ad
 residuals and the counts together; the convolution uses only the kernel's non-zero samples
 (a Gaussian underflows to exactly 0 beyond ~38 sigma, so this changes nothing).
 
-Bootstrap: ``smooth_ece_replicates`` computes smooth ECE for many resamples without a loop over them
-(used by ``bootstrap_ci(smooth_ece, ...)``), and ``smooth_curve_band`` gives the bootstrap band of the
-smooth reliability curve at a fixed bandwidth.
+Bootstrap: ``smooth_ece_kernel`` computes smooth ECE for a chunk of resamples from their counts per
+atom, without a loop over them (used by ``bootstrap_ci(smooth_ece, ...)`` and ``summarize``; the
+bandwidth search only ever tests sigma = 1 and multiples of 1/1024, so a resample needs at most a few
+kernel grids, all built from one set of per-segment sums), and ``smooth_curve_band`` gives the
+bootstrap band of the smooth reliability curve at a fixed bandwidth.
 """
 
 from __future__ import annotations
@@ -40,6 +42,17 @@ import numpy as np
 
 from calibench.errors import CalibenchError
 from calibench.metrics._validate import as_confidence, top_label
+from calibench.metrics.resample import (
+    CountChunk,
+    Kernel,
+    Layout,
+    RowKeys,
+    TopAtoms,
+    check_n_resamples,
+    replicate_all,
+    resample_indices,
+    segment_sums,
+)
 
 DENSITY_EPS = 1e-4  # relplot's guard added to the smoothed counts
 MIN_BANDWIDTH = 1e-3  # relplot's eps: bandwidths below this are treated as "too small"
@@ -245,10 +258,8 @@ def _resampled_grids(
 
     One ``bincount`` per (weight, lower/upper neighbour) over the keys ``resample * m + grid point``
     replaces a Python loop over resamples (a weight of None means 1 per item). Resamples are those of
-    ``bootstrap.resample_indices``.
+    ``resample.resample_indices``.
     """
-    from calibench.metrics.bootstrap import resample_indices
-
     scaled = x * (m - 1)
     lower = scaled.astype(np.int64).clip(0, m - 2)
     frac = scaled - lower
@@ -256,14 +267,12 @@ def _resampled_grids(
     row = 0
     for idx in resample_indices(x.shape[0], n_resamples, seed):
         r = idx.shape[0]
-        keys = lower[idx]
-        keys += (np.arange(r, dtype=np.int64) * m)[:, None]
-        keys = keys.ravel()
-        f = frac[idx].ravel()
+        keys = RowKeys(lower[idx], m)
+        f = frac[idx]
         for j, w in enumerate(weights):
-            wj = None if w is None else w[idx].ravel()
-            upper_part = np.bincount(keys, weights=f if wj is None else f * wj, minlength=r * m).reshape(r, m)
-            total = np.bincount(keys, weights=wj, minlength=r * m).reshape(r, m).astype(np.float64)
+            wj = None if w is None else w[idx]
+            upper_part = keys.sums(f if wj is None else f * wj)
+            total = keys.sums(wj).astype(np.float64)
             total -= upper_part
             total[:, 1:] += upper_part[:, :-1]
             out[row : row + r, j] = total
@@ -300,6 +309,25 @@ def _smoothed_sum_weights(sigma: float, m: int, points: np.ndarray) -> np.ndarra
     return b
 
 
+class _SigmaTerms:
+    """What the summed smooth ECE needs for one bandwidth on its grid: the kernel's spectrum, the
+    evaluation points' interpolation weights and the summed-count weights (computed once per sigma)."""
+
+    def __init__(self, sigma: float, m: int, size: int) -> None:
+        from scipy import fft
+
+        kernel, first, last = gaussian_samples(sigma, m)
+        full = np.zeros(m)
+        full[first : last + 1] = kernel
+        self.spectrum = fft.rfft(full, n=size)
+        points = np.linspace(0.0, 1.0, eval_grid_size(sigma))
+        scaled = points * (m - 1)
+        self.left = scaled.astype(np.int64).clip(0, m - 2)
+        self.w = scaled - self.left
+        self.count_weights = _smoothed_sum_weights(sigma, m, points)
+        self.eps_total = points.size * DENSITY_EPS
+
+
 class _SpectralGrids:
     """Every resample's gridded residuals in the frequency domain, plus its gridded counts.
 
@@ -319,50 +347,126 @@ class _SpectralGrids:
         self.residual_spectra = fft.rfft(mirrored, n=self.size, axis=-1)
         self.counts = np.ascontiguousarray(grids[:, 1])  # a copy, so the full grids can be freed
 
-    def smece(self, sigma: float, rows: np.ndarray) -> np.ndarray:
-        """Smooth ECE at bandwidth ``sigma`` of the chosen rows (resamples)."""
+    def smece(self, rows: np.ndarray, terms: _SigmaTerms) -> np.ndarray:
+        """Smooth ECE at the bandwidth of ``terms`` of the chosen rows (resamples)."""
         from scipy import fft
 
         m = self.m
-        kernel, first, last = gaussian_samples(sigma, m)
-        full = np.zeros(m)
-        full[first : last + 1] = kernel
-        product = self.residual_spectra[rows] * fft.rfft(full, n=self.size)
+        product = self.residual_spectra[rows] * terms.spectrum
         start = m - 1 + m // 2  # output j sits at linear-convolution index j + m // 2 + (m - 1)
         smooth = fft.irfft(product, n=self.size, axis=-1)[:, start : start + m]
-        points = np.linspace(0.0, 1.0, eval_grid_size(sigma))
-        scaled = points * (m - 1)
-        left = scaled.astype(np.int64).clip(0, m - 2)
-        w = scaled - left
+        left, w = terms.left, terms.w
         residual = np.abs(smooth[:, left] * (1 - w) + smooth[:, left + 1] * w).sum(axis=1)
-        count = self.counts[rows] @ _smoothed_sum_weights(sigma, m, points) + points.size * DENSITY_EPS
+        count = self.counts[rows] @ terms.count_weights + terms.eps_total
         return residual / count
 
 
-def smooth_ece_replicates(
-    confidence: object, correct: object, *, n_resamples: int = 1000, seed: int = 0
-) -> np.ndarray:
-    """``smooth_ece`` of each bootstrap resample (those of ``resample_indices``), without a Python loop
-    over resamples: all resamples are gridded together, and the bandwidth bisection runs for all of
-    them in lock step, smoothing every resample that tries the same bandwidth in one batched FFT.
+def bisection_grid_sizes() -> tuple[int, ...]:
+    """Every kernel-grid size the bandwidth search can ask for: it tests sigma = 1 and then only
+    multiples of 2**-BISECTION_STEPS, so at most a handful of grids (1001 points for sigma >= 0.01)."""
+    steps = 2**BISECTION_STEPS
+    sigmas = [1.0] + [k / steps for k in range(1, steps) if k / steps >= MIN_BANDWIDTH]
+    return tuple(sorted({kernel_grid_size(s) for s in sigmas}))
+
+
+class _GridSegments:
+    """Runs of sorted atoms that share their kernel-grid cell on every grid the search can use.
+
+    Linear binning gives an item at ``x`` the weight ``frac = x (m - 1) - lower`` on the upper grid
+    point. Within a segment starting at confidence ``x0`` that is ``F0 + (m - 1) d`` with the segment
+    constant ``F0 = x0 (m - 1) - lower`` and ``d = x - x0``, so a resample's grid on any of those grids
+    follows from four sums per segment: counts, counts * d, and the same for the residual c - y.
     """
-    if isinstance(n_resamples, bool) or not isinstance(n_resamples, (int, np.integer)) or n_resamples < 1:
-        raise CalibenchError(f"n_resamples must be a positive integer, got {n_resamples!r}")
-    conf, corr = _validate(confidence, correct)
-    weights: list[np.ndarray | None] = [conf - corr, None]
-    spectral: dict[int, _SpectralGrids] = {}
 
-    def smece_rows(sigma: float, rows: np.ndarray) -> np.ndarray:
-        m = kernel_grid_size(sigma)
-        if m not in spectral:
-            spectral[m] = _SpectralGrids(_resampled_grids(conf, weights, m, n_resamples, seed))
-        return spectral[m].smece(sigma, rows)
+    def __init__(self, top: TopAtoms) -> None:
+        c = top.c
+        change = np.zeros(max(top.size - 1, 0), dtype=bool)
+        for m in bisection_grid_sizes():
+            lower = (c * (m - 1)).astype(np.int64).clip(0, m - 2)
+            change |= lower[1:] != lower[:-1]
+        starts = np.concatenate(([0], np.flatnonzero(change) + 1))
+        self.bounds = np.append(starts, top.size)  # segment s: atoms bounds[s]:bounds[s + 1]
+        self.x0 = c[starts]
+        d = c - np.repeat(self.x0, np.diff(self.bounds))
+        self.d = d
+        self.resid_d = (c - top.y) * d
+        self.trivial = starts.shape[0] == top.size  # one atom per segment: d == 0
+        self._cells: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
-    everyone = np.arange(n_resamples)
+    def cells(self, m: int) -> tuple[np.ndarray, np.ndarray]:
+        """(segment bounds of each of the m - 1 grid cells, F0 of each segment) on grid ``m``."""
+        if m not in self._cells:
+            scaled = self.x0 * (m - 1)
+            lower = scaled.astype(np.int64).clip(0, m - 2)
+            self._cells[m] = (np.searchsorted(lower, np.arange(m), side="left"), scaled - lower)
+        return self._cells[m]
+
+    def sums(self, chunk: CountChunk) -> tuple[np.ndarray, ...]:
+        """Per (resample, segment): counts, counts * d, residuals, residuals * d."""
+        top = chunk.layout.top
+        assert top is not None
+        total, wrong = chunk.prefix("total"), chunk.prefix("wrong")
+        b = self.bounds
+        count = (total[:, b[1:]] - total[:, b[:-1]]).astype(np.float64)
+        n_correct = count - (wrong[:, b[1:]] - wrong[:, b[:-1]])
+        if self.trivial:
+            count_d = np.zeros_like(count)
+            resid_d = count_d
+        else:
+            k = chunk.atoms_f
+            count_d = segment_sums(k * self.d, b)
+            resid_d = segment_sums(k * self.resid_d, b)
+        resid = self.x0 * count + count_d - n_correct  # sum of c - y = x0 * count + sum of d - correct
+        return count, count_d, resid, resid_d
+
+    def grids(self, sums: tuple[np.ndarray, ...], m: int) -> np.ndarray:
+        """Linear binning of every resample of the chunk onto grid ``m``: (rows, 2, m) residuals, counts."""
+        count, count_d, resid, resid_d = sums
+        cell_bounds, f0 = self.cells(m)
+        out = np.zeros((count.shape[0], 2, m))
+        for j, (mass, mass_d) in enumerate(((resid, resid_d), (count, count_d))):
+            upper = segment_sums(f0 * mass + (m - 1) * mass_d, cell_bounds)
+            out[:, j, : m - 1] = segment_sums(mass, cell_bounds) - upper
+            out[:, j, 1:] += upper
+        return out
+
+
+def smooth_ece_kernel(layout: Layout) -> Kernel:
+    """Chunk kernel: ``smooth_ece`` of every resample of a chunk (``layout`` from ``Layout.for_top``).
+
+    Per resample the work is O(atoms) for the segment sums, then O(grid) per tested bandwidth: the
+    bisection runs for the chunk's resamples in lock step, smoothing every resample that tries the same
+    bandwidth in one batched FFT. Per-bandwidth terms are computed once for all chunks.
+    """
+    if layout.top is None:
+        raise ValueError("smooth ECE replicates need a layout sorted by confidence (Layout.for_top)")
+    segments = _GridSegments(layout.top)
+    terms: dict[float, _SigmaTerms] = {}
+
+    def kernel(chunk: CountChunk) -> np.ndarray:
+        sums = segments.sums(chunk)
+        spectral: dict[int, _SpectralGrids] = {}
+
+        def smece_rows(sigma: float, rows: np.ndarray) -> np.ndarray:
+            m = kernel_grid_size(sigma)
+            if m not in spectral:
+                spectral[m] = _SpectralGrids(segments.grids(sums, m))
+            if sigma not in terms:
+                terms[sigma] = _SigmaTerms(sigma, m, spectral[m].size)
+            return spectral[m].smece(rows, terms[sigma])
+
+        return _bisect(chunk.rows, smece_rows)
+
+    return kernel
+
+
+def _bisect(n_rows: int, smece_rows: Callable[[float, np.ndarray], np.ndarray]) -> np.ndarray:
+    """``fixed_point_bandwidth``'s search for many rows at once; returns smECE at each row's bandwidth."""
+    everyone = np.arange(n_rows)
     value = smece_rows(1.0, everyone)
     active = value <= 1.0  # relplot keeps sigma = 1 where smECE_1 > 1
-    upper = np.ones(n_resamples)
-    lower = np.zeros(n_resamples)
+    upper = np.ones(n_rows)
+    lower = np.zeros(n_rows)
     for _ in range(BISECTION_STEPS):
         mid = (upper + lower) / 2
         for sigma in np.unique(mid[active]):
@@ -377,6 +481,17 @@ def smooth_ece_replicates(
             upper[rows[~small]] = sigma
             value[rows[~small]] = at_mid[~small]
     return value
+
+
+def smooth_ece_replicates(
+    confidence: object, correct: object, *, n_resamples: int = 1000, seed: int = 0
+) -> np.ndarray:
+    """``smooth_ece`` of each bootstrap resample (those of ``resample_indices``), without a Python loop
+    over resamples (see ``smooth_ece_kernel``)."""
+    n_resamples = check_n_resamples(n_resamples)
+    conf, corr = top_label(confidence, correct)
+    layout = Layout.for_top(conf, corr)
+    return replicate_all(layout, n_resamples, seed, [smooth_ece_kernel(layout)])[0]
 
 
 def smooth_curve_band(
@@ -397,8 +512,7 @@ def smooth_curve_band(
     conf, corr = _validate(confidence, correct)
     if not 0 < level < 1:
         raise CalibenchError(f"level must be in (0, 1), got {level}")
-    if isinstance(n_resamples, bool) or not isinstance(n_resamples, (int, np.integer)) or n_resamples < 1:
-        raise CalibenchError(f"n_resamples must be a positive integer, got {n_resamples!r}")
+    n_resamples = check_n_resamples(n_resamples)
     if not 0 < bandwidth <= 1:
         raise CalibenchError(f"bandwidth must be in (0, 1], got {bandwidth}")
     points = _grid(grid)

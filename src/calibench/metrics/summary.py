@@ -1,80 +1,77 @@
-"""The metric registry and ``summarize``: every metric, per (task, method), with bootstrap CIs.
+"""``summarize``: every registered metric, per (task, method), with bootstrap CIs.
 
-``METRICS`` maps a metric name to ``(function, kind)``; the kind says which record columns the
-function takes, so callers (``summarize``, the CLI, ``paired_delta`` with a metric name) never
-special-case a metric:
-
-- ``"correct"``: ``f(correct)``
-- ``"top"``: ``f(confidence, correct)`` (top-label; every record has these)
-- ``"probs"``: ``f(probs, labels)`` (class-wise; only where every record of a group has probs and a
-  label over the same number of classes)
+Which metrics exist, what each takes and which options it accepts come from the registry
+(:data:`calibench.metrics.registry.METRICS`); ``METRICS`` and ``metric_function`` are re-exported here.
+``summarize_inputs`` is the same for one group's arrays already in memory.
 """
 
 from __future__ import annotations
 
-import functools
 import math
-from collections.abc import Callable, Collection
+from collections.abc import Collection, Mapping
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from calibench.errors import CalibenchError
-from calibench.metrics._validate import as_n_bins
+from calibench.metrics._validate import as_n_bins, top_label
 from calibench.metrics.binning import check_binning
-from calibench.metrics.bootstrap import bootstrap_ci
-from calibench.metrics.calibration import ace, ece, mce, rmsce, sce
-from calibench.metrics.scores import accuracy, aurc, auroc, brier, brier_top, nll
-from calibench.metrics.smooth import smooth_ece
+from calibench.metrics.bootstrap import metric_kernel, percentile_interval
+from calibench.metrics.registry import METRICS, group_inputs, metric_function
+from calibench.metrics.resample import Layout, replicate_all
 from calibench.records import COLUMNS, normalize, probs_matrix
 
-METRICS: dict[str, tuple[Callable[..., float], str]] = {
-    "accuracy": (accuracy, "correct"),
-    "ece": (ece, "top"),
-    "ace": (ace, "top"),
-    "mce": (mce, "top"),
-    "rmsce": (rmsce, "top"),
-    "sce": (sce, "probs"),
-    "brier": (brier, "probs"),
-    "brier_top": (brier_top, "top"),
-    "nll": (nll, "probs"),
-    "auroc": (auroc, "top"),
-    "aurc": (aurc, "top"),
-    "smooth_ece": (smooth_ece, "top"),
-}
-
-# Which options each binned metric accepts (ace is always equal-mass, sce always equal-width).
-_BIN_OPTIONS: dict[str, tuple[str, ...]] = {
-    "ece": ("n_bins", "binning"),
-    "mce": ("n_bins", "binning"),
-    "rmsce": ("n_bins", "binning"),
-    "ace": ("n_bins",),
-    "sce": ("n_bins",),
-}
+__all__ = ["METRICS", "SUMMARY_COLUMNS", "metric_function", "summarize", "summarize_inputs"]
 
 SUMMARY_COLUMNS: tuple[str, ...] = ("task", "method", "metric", "estimate", "low", "high", "n")
 
 
-def metric_function(name: str, *, n_bins: int = 10, binning: str = "width") -> Callable[..., float]:
-    """The registered metric ``name`` with the binning options it accepts bound."""
-    if name not in METRICS:
-        raise CalibenchError(f"unknown metric {name!r}; choose from {', '.join(METRICS)}")
-    fn = METRICS[name][0]
-    options = {"n_bins": n_bins, "binning": binning}
-    bound = {key: options[key] for key in _BIN_OPTIONS.get(name, ())}
-    return functools.partial(fn, **bound) if bound else fn
+def _check_options(n_bins: Any, binning: Any, n_resamples: Any, level: Any) -> tuple[int, str, int]:
+    n_bins = as_n_bins(n_bins)
+    binning = check_binning(binning)
+    if isinstance(n_resamples, bool) or not isinstance(n_resamples, (int, np.integer)) or n_resamples < 0:
+        raise CalibenchError(f"n_resamples must be a non-negative integer, got {n_resamples!r}")
+    if not 0.0 < level < 1.0:
+        raise CalibenchError(f"level must be in (0, 1), got {level!r}")
+    return n_bins, binning, int(n_resamples)
 
 
-def _arrays(
-    kind: str, group: pd.DataFrame, probs: tuple[np.ndarray, np.ndarray] | None
-) -> tuple[Any, ...] | None:
-    """The inputs a metric of ``kind`` takes from a group, or None where the group lacks them."""
-    if kind == "correct":
-        return (group["correct"].to_numpy(),)
-    if kind == "top":
-        return group["confidence"].to_numpy(dtype=np.float64), group["correct"].to_numpy()
-    return probs
+def summarize_inputs(
+    inputs: Mapping[str, tuple[Any, ...] | None],
+    *,
+    n_bins: int = 10,
+    binning: str = "width",
+    n_resamples: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+    no_bootstrap: Collection[str] = (),
+) -> list[dict[str, Any]]:
+    """Every applicable metric of one group, from its inputs by kind (``registry.group_inputs``).
+
+    Returns ``{"metric", "estimate", "low", "high"}`` per metric, in ``METRICS`` order. The group is
+    sorted once and every metric's replicates come from one stream of resample chunks (the draws of
+    ``resample_indices(n, n_resamples, seed)``, the same for every metric), so the bootstrap of all
+    metrics together costs a few passes over the items per resample.
+    """
+    n_bins, binning, n_resamples = _check_options(n_bins, binning, n_resamples, level)
+    chosen = [(name, spec, metric_function(name, n_bins=n_bins, binning=binning)) for name, spec in METRICS.items()
+              if inputs.get(spec.kind) is not None]
+    results = {name: {"metric": name, "estimate": float(fn(*inputs[spec.kind])), "low": math.nan, "high": math.nan}
+               for name, spec, fn in chosen}
+    resampled = [(name, spec, fn) for name, spec, fn in chosen if n_resamples > 0 and name not in no_bootstrap]
+    if resampled:
+        top = inputs.get("top")
+        if top is None:
+            raise CalibenchError("summarize needs the confidence and correct of every item")
+        validated = top_label(*top)
+        layout = Layout.for_top(*validated)
+        kernels = [metric_kernel(fn, validated if spec.kind == "top" else inputs[spec.kind], layout)
+                   for _, spec, fn in resampled]
+        replicates = replicate_all(layout, n_resamples, seed, kernels)
+        for (name, _, _), reps in zip(resampled, replicates, strict=True):
+            results[name]["low"], results[name]["high"] = percentile_interval(reps, level)
+    return list(results.values())
 
 
 def summarize(
@@ -96,38 +93,15 @@ def summarize(
     ``no_bootstrap`` (for callers that want only the estimate of an expensive metric). A metric that is undefined
     for a group (auroc when every item is correct) has a NaN estimate.
     """
-    n_bins = as_n_bins(n_bins)
-    binning = check_binning(binning)
-    if isinstance(n_resamples, bool) or not isinstance(n_resamples, (int, np.integer)) or n_resamples < 0:
-        raise CalibenchError(f"n_resamples must be a non-negative integer, got {n_resamples!r}")
-    if not 0.0 < level < 1.0:
-        raise CalibenchError(f"level must be in (0, 1), got {level!r}")
+    n_bins, binning, n_resamples = _check_options(n_bins, binning, n_resamples, level)
     if not set(COLUMNS) <= set(records.columns):
         records = normalize(records, source="<records>")
     if len(records) == 0:
         raise CalibenchError("records is empty")
     rows: list[dict[str, Any]] = []
     for (task, method), group in records.groupby(["task", "method"], sort=False):
-        probs = probs_matrix(group)
-        for name, (_, kind) in METRICS.items():
-            arrays = _arrays(kind, group, probs)
-            if arrays is None:
-                continue
-            fn = metric_function(name, n_bins=n_bins, binning=binning)
-            if n_resamples == 0 or name in no_bootstrap:
-                estimate, low, high = fn(*arrays), math.nan, math.nan
-            else:
-                ci = bootstrap_ci(fn, *arrays, n_resamples=int(n_resamples), level=level, seed=seed)
-                estimate, low, high = ci.estimate, ci.low, ci.high
-            rows.append(
-                {
-                    "task": task,
-                    "method": method,
-                    "metric": name,
-                    "estimate": float(estimate),
-                    "low": float(low),
-                    "high": float(high),
-                    "n": len(group),
-                }
-            )
+        inputs = group_inputs(group, probs_matrix(group))
+        for result in summarize_inputs(inputs, n_bins=n_bins, binning=binning, n_resamples=n_resamples, seed=seed,
+                                       level=level, no_bootstrap=no_bootstrap):
+            rows.append({"task": task, "method": method, **result, "n": len(group)})
     return pd.DataFrame(rows, columns=list(SUMMARY_COLUMNS))

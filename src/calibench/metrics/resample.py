@@ -1,0 +1,313 @@
+"""Bootstrap resampling: the item draws, resamples as counts, and per-(resample, group) sums.
+
+Every vectorised replicate in :mod:`calibench.metrics` is built from pieces that live only here:
+
+- ``resample_indices(n, n_resamples, seed)`` draws the item indices of all resamples from one
+  ``numpy.random.default_rng(seed)`` in row chunks of about ``CHUNK_ITEMS`` indices (bounded memory).
+  The chunk size depends only on ``n``, so the same ``(n, n_resamples, seed)`` always gives the same
+  resamples, whichever metric consumes them.
+- ``RowKeys``: a chunk's group keys offset by ``row * n_groups``, so that one ``np.bincount`` gives
+  the sum (or count) per (resample row, group) for every row at once. A metric whose resamples reduce
+  to per-group sums (bins, distinct confidence values, kernel-grid points) needs nothing else.
+- ``Layout``: a group's items sorted once (by confidence, then correctness) and cut into "atoms",
+  the runs of equal (confidence, correct). Every top-label metric depends on a resample only through
+  how often it draws each atom, so
+- ``CountChunk`` turns a chunk of drawn indices into counts per (resample, atom) -- one gather and one
+  ``bincount`` per chunk, shared by every metric of the group -- and caches what several metrics use
+  (float counts, prefix sums). A metric then costs a few sequential passes over the atoms per resample
+  (prefix sums, segment sums, dot products) instead of gathering and re-binning the resampled items.
+- ``replicate_all`` runs several metrics' chunk kernels over one stream of chunks, so the draws (and
+  the counts) are made once per group, not once per metric.
+
+The counts come from the same draws as ``resample_indices``: replicates equal the metric evaluated on
+those resamples (to rounding), whatever the chunking.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+from collections.abc import Callable, Hashable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, TypeVar
+
+import numpy as np
+
+from calibench.errors import CalibenchError
+
+CHUNK_ITEMS = 1 << 20  # indices drawn per chunk: 4 MB of int32 (+ gathered values) stays near cache
+
+
+def check_n_resamples(n_resamples: Any) -> int:
+    """A positive integer resample count (bools and floats are rejected)."""
+    if isinstance(n_resamples, bool) or not isinstance(n_resamples, (int, np.integer)) or n_resamples < 1:
+        raise CalibenchError(f"n_resamples must be a positive integer, got {n_resamples!r}")
+    return int(n_resamples)
+
+
+def chunk_rows(n: int) -> int:
+    """Resamples per chunk for ``n`` items (about ``CHUNK_ITEMS`` indices, at least one resample)."""
+    return max(1, CHUNK_ITEMS // n)
+
+
+def resample_indices(n: int, n_resamples: int, seed: int = 0) -> Iterator[np.ndarray]:
+    """Yield (rows, n) arrays of item indices drawn with replacement, ``n_resamples`` rows in all."""
+    if n < 1:
+        raise CalibenchError("cannot bootstrap empty input")
+    n_resamples = check_n_resamples(n_resamples)
+    rng = np.random.default_rng(seed)
+    dtype = np.int32 if n < 2**31 else np.int64
+    rows = chunk_rows(n)
+    for start in range(0, n_resamples, rows):
+        yield rng.integers(0, n, size=(min(rows, n_resamples - start), n), dtype=dtype)
+
+
+class RowKeys:
+    """Group keys of a (rows, m) chunk, offset per row so one ``bincount`` sums every row at once."""
+
+    def __init__(self, keys: np.ndarray, n_groups: int) -> None:
+        self.rows = keys.shape[0]
+        self.n_groups = n_groups
+        if self.rows == 1:  # one resample per chunk (large inputs): no offsets to add
+            self.flat = keys.ravel()
+        else:
+            offsets = (np.arange(self.rows, dtype=np.intp) * n_groups)[:, None]
+            self.flat = (keys + offsets).ravel()
+
+    def sums(self, weights: np.ndarray | None = None) -> np.ndarray:
+        """Per (row, group) sum of ``weights`` (shape (rows, m)); item counts (int64) if None."""
+        w = None if weights is None else weights.ravel()
+        size = self.rows * self.n_groups
+        return np.bincount(self.flat, weights=w, minlength=size).reshape(self.rows, self.n_groups)
+
+
+def segment_sums(values: np.ndarray, bounds: np.ndarray) -> np.ndarray:
+    """Sums of ``values[:, bounds[j]:bounds[j + 1]]`` for each j (empty segments give 0).
+
+    ``bounds`` is non-decreasing, starts at 0 and ends at ``values.shape[1]``. Sequential sums within a
+    segment (``np.add.reduceat``), so the accuracy is that of a ``bincount`` over the same items.
+    """
+    starts = bounds[:-1]
+    full = bounds[1:] > starts
+    out = np.zeros((values.shape[0], starts.shape[0]), dtype=values.dtype)
+    if full.any():
+        out[:, full] = np.add.reduceat(values, starts[full], axis=1)
+    return out
+
+
+def _index_dtype(n: int) -> type[np.signedinteger]:
+    """int32 tables where they fit: gathering from a table half the size is several times faster."""
+    return np.int32 if n < 2**31 else np.int64
+
+
+class TopAtoms:
+    """The runs of equal (confidence, correct) of items sorted by confidence, then correctness.
+
+    ``c``/``y``: each atom's confidence and correctness (ascending confidence; a wrong atom comes
+    just before a correct one of the same confidence); ``bounds``: atom j holds sorted positions
+    ``bounds[j]:bounds[j + 1]``; ``value_bounds``: the atoms of each distinct confidence;
+    ``tied``: atom j is correct and atom j - 1 is wrong with the same confidence.
+    """
+
+    def __init__(self, cs: np.ndarray, ys: np.ndarray) -> None:
+        n = cs.shape[0]
+        new_value = np.empty(n, dtype=bool)
+        new_value[0] = True
+        np.not_equal(cs[1:], cs[:-1], out=new_value[1:])
+        new_atom = new_value.copy()
+        new_atom[1:] |= ys[1:] != ys[:-1]
+        starts = np.flatnonzero(new_atom)
+        self.n = n
+        self.size = int(starts.shape[0])
+        self.bounds = np.append(starts, n)
+        self.c = cs[starts]
+        self.y = ys[starts]
+        atom_new_value = new_value[starts]
+        self.value_bounds = np.append(np.flatnonzero(atom_new_value), self.size)
+        self.tied = ~atom_new_value  # only a correct atom can follow a wrong one of its value
+        self.wrong = ~self.y
+        self.resid = self.c - self.y
+        self.index = (np.cumsum(new_atom, dtype=np.int64) - 1).astype(_index_dtype(self.size))  # position -> atom
+
+
+class Layout:
+    """A group's items in the order resamples are counted in (sorted once per group).
+
+    ``order[p]`` is the item at position p and ``position[i]`` the position of item i (None: the
+    identity). ``top`` is set when the order sorts by (confidence, correct), for top-label metrics.
+    """
+
+    def __init__(self, n: int, order: np.ndarray | None = None, top: TopAtoms | None = None) -> None:
+        if n < 1:
+            raise CalibenchError("cannot bootstrap empty input")
+        self.n = n
+        self.order = order
+        self.top = top
+        self.position: np.ndarray | None = None
+        if order is not None:
+            position = np.empty(n, dtype=_index_dtype(n))
+            position[order] = np.arange(n, dtype=position.dtype)
+            self.position = position
+        self.items_used = False  # set by kernels that read item counts: atoms then come from those
+        # item -> atom, where atoms are coarser than items (ties): one gather per chunk gives atom keys
+        self.atom_of_item: np.ndarray | None = None
+        if top is not None and top.size < n:
+            self.atom_of_item = top.index if self.position is None else top.index[self.position]
+
+    @classmethod
+    def identity(cls, n: int) -> Layout:
+        return cls(n)
+
+    @classmethod
+    def for_top(cls, confidence: np.ndarray, correct: np.ndarray) -> Layout:
+        """Sorted by validated confidence, then correctness, with its atoms.
+
+        One integer sort: the bits of a non-negative float sort like the float, so ``bits << 1 | y``
+        orders by (confidence, correct) (c <= 1 leaves the top bit free). Items of one atom are
+        interchangeable, so the sort need not be stable.
+        """
+        c = confidence + 0.0  # -0.0 -> 0.0, so its bits sort with the zeros
+        key = c.view(np.int64) << 1
+        key |= correct
+        order = np.argsort(key)
+        return cls(c.shape[0], order, TopAtoms(c[order], correct[order]))
+
+    def sorted(self, values: np.ndarray) -> np.ndarray:
+        """Per-item ``values`` (first axis) in layout order."""
+        return values if self.order is None else values[self.order]
+
+    def atom_values(self, sorted_values: np.ndarray) -> np.ndarray | None:
+        """Per-atom values if per-item values (in layout order) are constant on every atom, else None."""
+        top = self.top
+        if top is None:
+            return None
+        at = sorted_values[top.bounds[:-1]]
+        return at if np.array_equal(sorted_values, at[top.index]) else None
+
+
+T = TypeVar("T")
+
+
+class CountChunk:
+    """A chunk of resamples as counts, with the derived arrays several metrics share (computed once)."""
+
+    def __init__(self, idx: np.ndarray, layout: Layout) -> None:
+        self.idx = idx
+        self.layout = layout
+        self.rows = idx.shape[0]
+        self._memo: dict[Hashable, Any] = {}
+
+    def memo(self, key: Hashable, make: Callable[[], T]) -> T:
+        """``make()`` once per chunk under ``key`` (for values several metrics of a group use)."""
+        if key not in self._memo:
+            self._memo[key] = make()
+        return self._memo[key]
+
+    @property
+    def items(self) -> np.ndarray:
+        """Draws of each item, in layout order: (rows, n) int64."""
+
+        def make() -> np.ndarray:
+            keys = self.idx if self.layout.position is None else np.take(self.layout.position, self.idx)
+            return RowKeys(keys, self.layout.n).sums()
+
+        return self.memo("items", make)
+
+    @property
+    def items_f(self) -> np.ndarray:
+        if self.layout.top is not None and self.layout.top.size == self.layout.n:
+            return self.atoms_f  # atoms are items: one float copy
+        return self.memo("items_f", lambda: self.items.astype(np.float64))
+
+    @property
+    def atoms(self) -> np.ndarray:
+        """Draws of each top-label atom: (rows, atoms) int64 (needs a ``Layout.for_top``)."""
+        top = self.layout.top
+        if top is None:
+            raise ValueError("atom counts need a layout sorted by confidence (Layout.for_top)")
+
+        def make() -> np.ndarray:
+            if top.size == self.layout.n:
+                return self.items
+            if self.layout.items_used:  # the item counts are made anyway: sum them per atom
+                return segment_sums(self.items, top.bounds)
+            assert self.layout.atom_of_item is not None
+            return RowKeys(np.take(self.layout.atom_of_item, self.idx), top.size).sums()
+
+        return self.memo("atoms", make)
+
+    @property
+    def atoms_f(self) -> np.ndarray:
+        return self.memo("atoms_f", lambda: self.atoms.astype(np.float64))
+
+    def prefix(self, name: str) -> np.ndarray:
+        """Exclusive prefix sums over atoms, (rows, atoms + 1) int64: ``"total"`` or ``"wrong"`` counts."""
+
+        def make() -> np.ndarray:
+            top = self.layout.top
+            assert top is not None
+            counts = self.atoms if name == "total" else self.atoms * top.wrong
+            out = np.zeros((self.rows, counts.shape[1] + 1), dtype=np.int64)
+            np.cumsum(counts, axis=1, out=out[:, 1:])
+            return out
+
+        return self.memo(("prefix", name), make)
+
+
+Kernel = Callable[[CountChunk], np.ndarray]
+
+
+def _workers() -> int:
+    """Threads for chunk kernels: the cores this process may use, at most ``MAX_WORKERS``."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(MAX_WORKERS, cores))
+
+
+MAX_WORKERS = 4  # most numpy loops release the GIL; chunks are independent, so threads add up
+
+
+def replicate_all(layout: Layout, n_resamples: int, seed: int, kernels: Sequence[Kernel]) -> list[np.ndarray]:
+    """One value per resample for each kernel, all fed the same chunks of ``resample_indices`` draws.
+
+    Chunks are drawn in order on this thread and evaluated on up to ``_workers()`` threads (numpy
+    releases the GIL in its loops); each chunk's values depend only on its draws, so the result does
+    not depend on the thread count. Memory stays flat: at most one chunk per worker (plus the one being
+    drawn) is alive, each about ``CHUNK_ITEMS`` draws and its counts.
+    """
+    n_resamples = check_n_resamples(n_resamples)
+    outs = [np.empty(n_resamples) for _ in kernels]
+
+    def evaluate(idx: np.ndarray) -> list[np.ndarray]:
+        chunk = CountChunk(idx, layout)
+        return [kernel(chunk) for kernel in kernels]
+
+    def store(row: int, values: list[np.ndarray]) -> None:
+        for out, v in zip(outs, values, strict=True):
+            out[row : row + v.shape[0]] = v
+
+    workers = _workers() if n_resamples > chunk_rows(layout.n) else 1
+    if workers == 1:
+        row = 0
+        for idx in resample_indices(layout.n, n_resamples, seed):
+            store(row, evaluate(idx))
+            row += idx.shape[0]
+        return outs
+    pending: deque[tuple[int, Future[list[np.ndarray]]]] = deque()
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        row = 0
+        for idx in resample_indices(layout.n, n_resamples, seed):
+            if len(pending) >= workers:
+                store(*_result(pending.popleft()))
+            pending.append((row, pool.submit(evaluate, idx)))
+            row += idx.shape[0]
+        while pending:
+            store(*_result(pending.popleft()))
+    return outs
+
+
+def _result(item: tuple[int, Future[list[np.ndarray]]]) -> tuple[int, list[np.ndarray]]:
+    row, future = item
+    return row, future.result()

@@ -1,0 +1,124 @@
+"""Resampling as counts: layouts, atoms, chunk kernels shared by all metrics, threads, chunking."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import calibench.metrics.resample as resample
+from calibench.metrics import METRICS, bootstrap_ci, metric_function
+from calibench.metrics.resample import (
+    CountChunk,
+    Layout,
+    RowKeys,
+    replicate_all,
+    resample_indices,
+    segment_sums,
+)
+from calibench.metrics.summary import summarize_inputs
+
+
+def _group(n: int, seed: int, *, ties: bool) -> dict[str, tuple[np.ndarray, ...]]:
+    rng = np.random.default_rng(seed)
+    logits = rng.normal(size=(n, 3)) * 1.5
+    p = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    if ties:  # few distinct rows: confidences tie within and across outcomes
+        p = np.round(p, 1)
+        p[:, 0] = 1.0 - p[:, 1:].sum(axis=1)
+        p = np.clip(p, 0.0, 1.0)
+        p /= p.sum(axis=1, keepdims=True)
+    labels = (rng.random(n)[:, None] < np.cumsum(p, axis=1)).argmax(axis=1)
+    conf = p.max(axis=1)
+    correct = p.argmax(axis=1) == labels
+    conf[:2] = [1.0, 0.0] if not ties else conf[:2]
+    return {"correct": (correct,), "top": (conf, correct), "probs": (p, labels)}
+
+
+def test_top_atoms_are_runs_of_equal_confidence_and_outcome() -> None:
+    c = np.array([0.5, 0.2, 0.5, 0.9, 0.5, 0.2])
+    y = np.array([True, False, False, True, True, False])
+    layout = Layout.for_top(c, y)
+    top = layout.top
+    assert top is not None
+    np.testing.assert_array_equal(top.c, [0.2, 0.5, 0.5, 0.9])
+    np.testing.assert_array_equal(top.y, [False, False, True, True])
+    np.testing.assert_array_equal(top.bounds, [0, 2, 3, 5, 6])  # positions of each atom
+    np.testing.assert_array_equal(top.value_bounds, [0, 1, 3, 4])  # atoms of each distinct confidence
+    np.testing.assert_array_equal(top.tied, [False, False, True, False])
+    np.testing.assert_array_equal(c[layout.order], np.sort(c))
+    np.testing.assert_array_equal(layout.order[layout.position], np.arange(6))
+
+
+def test_chunk_counts_match_the_drawn_indices() -> None:
+    c = np.round(np.random.default_rng(0).random(40), 1)
+    y = np.random.default_rng(1).random(40) < c
+    layout = Layout.for_top(c, y)
+    idx = next(resample_indices(40, 3, seed=2))
+    chunk = CountChunk(idx, layout)
+    for r in range(3):
+        np.testing.assert_array_equal(chunk.items[r], np.bincount(layout.position[idx[r]], minlength=40))
+    direct = CountChunk(idx, layout).atoms  # straight from the atom keys (no item counts needed)
+    np.testing.assert_array_equal(direct, segment_sums(chunk.items, layout.top.bounds))
+    np.testing.assert_array_equal(chunk.prefix("total")[:, -1], [40, 40, 40])
+    layout.items_used = True  # a class-wise kernel reads item counts: atoms are summed from them
+    np.testing.assert_array_equal(CountChunk(idx, layout).atoms, direct)
+
+
+def test_segment_sums_leave_empty_segments_zero() -> None:
+    values = np.arange(12.0).reshape(2, 6)
+    out = segment_sums(values, np.array([0, 2, 2, 5, 6]))
+    np.testing.assert_array_equal(out, [[1.0, 0.0, 9.0, 5.0], [13.0, 0.0, 27.0, 11.0]])
+    keys = RowKeys(np.array([[0, 2, 2]]), 3)
+    np.testing.assert_array_equal(keys.sums(), [[1, 0, 2]])  # one row: no offsets
+
+
+@pytest.mark.parametrize("ties", [False, True])
+def test_all_metrics_from_one_stream_equal_the_metric_on_each_resample(ties: bool, monkeypatch) -> None:
+    monkeypatch.setattr(resample, "CHUNK_ITEMS", 150)  # several chunks of 1-2 resamples each
+    inputs = _group(90, 3, ties=ties)
+    layout = Layout.for_top(*inputs["top"])
+    from calibench.metrics.bootstrap import metric_kernel
+
+    names = list(METRICS)
+    kernels = [metric_kernel(metric_function(name, n_bins=7), inputs[METRICS[name].kind], layout) for name in names]
+    got = replicate_all(layout, 9, 4, kernels)
+    for name, fast in zip(names, got, strict=True):
+        fn = metric_function(name, n_bins=7)
+        arrays = inputs[METRICS[name].kind]
+        naive = [fn(*(a[i] for a in arrays)) for chunk in resample_indices(90, 9, 4) for i in chunk]
+        np.testing.assert_allclose(fast, naive, rtol=0, atol=1e-10 if name == "smooth_ece" else 1e-12, err_msg=name)
+
+
+def test_thread_count_does_not_change_any_number(monkeypatch) -> None:
+    monkeypatch.setattr(resample, "CHUNK_ITEMS", 200)
+    inputs = _group(120, 5, ties=False)
+    monkeypatch.setattr(resample, "MAX_WORKERS", 1)
+    one = summarize_inputs(inputs, n_resamples=30, seed=1)
+    monkeypatch.setattr(resample, "MAX_WORKERS", 4)
+    monkeypatch.setattr(resample, "_workers", lambda: 4)
+    four = summarize_inputs(inputs, n_resamples=30, seed=1)
+    assert one == four
+
+
+def test_summarize_inputs_agrees_with_bootstrap_ci_per_metric() -> None:
+    inputs = _group(150, 7, ties=True)
+    rows = {r["metric"]: r for r in summarize_inputs(inputs, n_resamples=40, seed=3, n_bins=5)}
+    assert list(rows) == list(METRICS)
+    for name, spec in METRICS.items():
+        ci = bootstrap_ci(metric_function(name, n_bins=5), *inputs[spec.kind], n_resamples=40, seed=3)
+        assert rows[name]["estimate"] == ci.estimate
+        assert rows[name]["low"] == pytest.approx(ci.low, abs=1e-12)
+        assert rows[name]["high"] == pytest.approx(ci.high, abs=1e-12)
+    none = summarize_inputs(inputs, n_resamples=0)
+    assert all(np.isnan(r["low"]) for r in none)
+    skipped = {r["metric"]: r for r in summarize_inputs(inputs, n_resamples=20, no_bootstrap={"smooth_ece"})}
+    assert np.isnan(skipped["smooth_ece"]["low"]) and not np.isnan(skipped["ece"]["low"])
+
+
+def test_bandwidth_search_needs_only_a_few_kernel_grids() -> None:
+    from calibench.metrics.smooth import bisection_grid_sizes, kernel_grid_size
+
+    sizes = bisection_grid_sizes()
+    assert sizes[0] == kernel_grid_size(1.0) == kernel_grid_size(0.01) == 1001
+    assert sizes[-1] == kernel_grid_size(2 / 1024) == 5121  # 1/1024 is below the 1e-3 floor: never smoothed
+    assert len(sizes) == 10
