@@ -293,11 +293,15 @@ Kernel = Callable[[CountChunk], np.ndarray]
 
 
 def _workers() -> int:
-    """Threads for chunk kernels: the cores this process may use, at most ``MAX_WORKERS``."""
+    """Threads for chunk kernels: the cores this process may use, at most ``MAX_WORKERS``, and at most
+    ``OMP_NUM_THREADS`` where that is set (as study workers and benchmarks set it to their CPU share)."""
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - not on Linux
         cores = os.cpu_count() or 1
+    limit = os.environ.get("OMP_NUM_THREADS", "")
+    if limit.isdigit() and int(limit) > 0:
+        cores = min(cores, int(limit))
     return max(1, min(MAX_WORKERS, cores))
 
 
