@@ -122,3 +122,11 @@ def test_bandwidth_search_needs_only_a_few_kernel_grids() -> None:
     assert sizes[0] == kernel_grid_size(1.0) == kernel_grid_size(0.01) == 1001
     assert sizes[-1] == kernel_grid_size(2 / 1024) == 5121  # 1/1024 is below the 1e-3 floor: never smoothed
     assert len(sizes) == 10
+
+
+def test_worker_threads_follow_the_cpu_share(monkeypatch) -> None:
+    monkeypatch.setattr(resample.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3, 4, 5}, raising=False)
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    assert resample._workers() == 2
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    assert resample._workers() == resample.MAX_WORKERS == 4

@@ -27,7 +27,7 @@ from calibench.metrics.calibration import NORMS, ace, classwise_ece, ece, mce, r
 from calibench.metrics.registry import INPUT_KINDS, METRICS, InputKind, MetricSpec, get_spec, metric_function
 from calibench.metrics.scores import accuracy, accuracy_at_coverage, aurc, auroc, brier, brier_top, nll
 from calibench.metrics.smooth import smooth_calibration_curve, smooth_ece
-from calibench.metrics.summary import summarize
+from calibench.metrics.summary import summarize, summarize_inputs
 
 __all__ = [
     "BINNINGS",
@@ -60,4 +60,5 @@ __all__ = [
     "smooth_calibration_curve",
     "smooth_ece",
     "summarize",
+    "summarize_inputs",
 ]

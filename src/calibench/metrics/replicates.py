@@ -90,7 +90,8 @@ def _value_sums(chunk: CountChunk, top: TopAtoms) -> tuple[np.ndarray, np.ndarra
     the sum of (c - y) at it."""
     bounds = top.value_bounds
     total = chunk.prefix("total")
-    resid = chunk.atoms_f * top.resid
+    k = chunk.atoms_f
+    resid = np.multiply(k, top.resid, out=chunk.scratch.get("value_resid", k.shape))
     if bounds.shape[0] - 1 == top.size:  # no confidence holds both outcomes: values are atoms
         return total, chunk.atoms, resid
     below = total[:, bounds]
@@ -111,7 +112,9 @@ def _mass(top: TopAtoms, n_bins: int, norm: str) -> Kernel:
     def kernel(chunk: CountChunk) -> np.ndarray:
         below, count, resid = chunk.memo("value_sums", lambda: _value_sums(chunk, top))
         first = below[:, :-1]
-        mid = first + ((count - 1) >> 1)
+        mid = np.subtract(count, 1, out=chunk.scratch.get("mass_mid", count.shape, np.int64))
+        np.right_shift(mid, 1, out=mid)
+        mid += first  # middle sorted position first + (count - 1) // 2 (first - 1 for an empty value)
         n_values = first.shape[1]
         abs_resid = np.empty((chunk.rows, n_bins))
         bin_counts = np.empty((chunk.rows, n_bins), dtype=np.int64)
@@ -175,9 +178,11 @@ def _aurc(top: TopAtoms) -> Kernel:
         else:
             below, wrong_below = total[:, bounds[:-1]], wrong[:, bounds[:-1]]
             count = total[:, bounds[1:]] - below
-        accepted = n - below
+        scratch = chunk.scratch
+        accepted = np.subtract(n, below, out=scratch.get("aurc_accepted", below.shape, np.int64))
         np.maximum(accepted, 1, out=accepted)
-        risk = np.divide(wrong[:, -1:] - wrong_below, accepted, out=np.empty(accepted.shape))
+        errors = np.subtract(wrong[:, -1:], wrong_below, out=scratch.get("aurc_errors", below.shape, np.int64))
+        risk = np.divide(errors, accepted, out=scratch.get("aurc_risk", below.shape))
         weights = chunk.atoms_f if values_are_atoms else count.astype(np.float64)
         return np.einsum("ij,ij->i", weights, risk) / n
 

@@ -26,6 +26,7 @@ those resamples (to rounding), whatever the chunking.
 from __future__ import annotations
 
 import os
+import threading
 from collections import deque
 from collections.abc import Callable, Hashable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -188,13 +189,33 @@ class Layout:
 T = TypeVar("T")
 
 
+class Scratch:
+    """Work arrays reused by the chunks one thread evaluates, by name.
+
+    A fresh array of 10^7 items costs about as much to fault in as a pass over it, so the per-resample
+    temporaries of large inputs are written into these instead (``out=``). A thread evaluates one
+    chunk at a time and kernels return fresh per-resample values, so reuse never aliases a result.
+    """
+
+    def __init__(self) -> None:
+        self._arrays: dict[str, np.ndarray] = {}
+
+    def get(self, name: str, shape: tuple[int, ...], dtype: Any = np.float64) -> np.ndarray:
+        """An uninitialised array of ``shape`` and ``dtype`` kept under ``name``."""
+        a = self._arrays.get(name)
+        if a is None or a.shape != shape or a.dtype != dtype:
+            a = self._arrays[name] = np.empty(shape, dtype=dtype)
+        return a
+
+
 class CountChunk:
     """A chunk of resamples as counts, with the derived arrays several metrics share (computed once)."""
 
-    def __init__(self, idx: np.ndarray, layout: Layout) -> None:
+    def __init__(self, idx: np.ndarray, layout: Layout, scratch: Scratch | None = None) -> None:
         self.idx = idx
         self.layout = layout
         self.rows = idx.shape[0]
+        self.scratch = Scratch() if scratch is None else scratch
         self._memo: dict[Hashable, Any] = {}
 
     def memo(self, key: Hashable, make: Callable[[], T]) -> T:
@@ -208,16 +229,27 @@ class CountChunk:
         """Draws of each item, in layout order: (rows, n) int64."""
 
         def make() -> np.ndarray:
-            keys = self.idx if self.layout.position is None else np.take(self.layout.position, self.idx)
-            return RowKeys(keys, self.layout.n).sums()
+            return RowKeys(self._keys(self.layout.position), self.layout.n).sums()
 
         return self.memo("items", make)
+
+    def _keys(self, table: np.ndarray | None) -> np.ndarray:
+        """``table[idx]`` (the drawn items' positions or atoms), into scratch; ``idx`` if no table."""
+        if table is None:
+            return self.idx
+        out = self.scratch.get("keys", self.idx.shape, table.dtype)
+        return np.take(table, self.idx, out=out, mode="clip")  # clip: no buffering (indices are valid)
+
+    def _floats(self, name: str, counts: np.ndarray) -> np.ndarray:
+        out = self.scratch.get(name, counts.shape)
+        np.copyto(out, counts)
+        return out
 
     @property
     def items_f(self) -> np.ndarray:
         if self.layout.top is not None and self.layout.top.size == self.layout.n:
             return self.atoms_f  # atoms are items: one float copy
-        return self.memo("items_f", lambda: self.items.astype(np.float64))
+        return self.memo("items_f", lambda: self._floats("items_f", self.items))
 
     @property
     def atoms(self) -> np.ndarray:
@@ -232,13 +264,13 @@ class CountChunk:
             if self.layout.items_used:  # the item counts are made anyway: sum them per atom
                 return segment_sums(self.items, top.bounds)
             assert self.layout.atom_of_item is not None
-            return RowKeys(np.take(self.layout.atom_of_item, self.idx), top.size).sums()
+            return RowKeys(self._keys(self.layout.atom_of_item), top.size).sums()
 
         return self.memo("atoms", make)
 
     @property
     def atoms_f(self) -> np.ndarray:
-        return self.memo("atoms_f", lambda: self.atoms.astype(np.float64))
+        return self.memo("atoms_f", lambda: self._floats("atoms_f", self.atoms))
 
     def prefix(self, name: str) -> np.ndarray:
         """Exclusive prefix sums over atoms, (rows, atoms + 1) int64: ``"total"`` or ``"wrong"`` counts."""
@@ -246,8 +278,11 @@ class CountChunk:
         def make() -> np.ndarray:
             top = self.layout.top
             assert top is not None
-            counts = self.atoms if name == "total" else self.atoms * top.wrong
-            out = np.zeros((self.rows, counts.shape[1] + 1), dtype=np.int64)
+            counts = self.atoms
+            if name == "wrong":
+                counts = np.multiply(counts, top.wrong, out=self.scratch.get("wrong", counts.shape, np.int64))
+            out = self.scratch.get(f"prefix_{name}", (self.rows, counts.shape[1] + 1), np.int64)
+            out[:, 0] = 0
             np.cumsum(counts, axis=1, out=out[:, 1:])
             return out
 
@@ -258,11 +293,15 @@ Kernel = Callable[[CountChunk], np.ndarray]
 
 
 def _workers() -> int:
-    """Threads for chunk kernels: the cores this process may use, at most ``MAX_WORKERS``."""
+    """Threads for chunk kernels: the cores this process may use, at most ``MAX_WORKERS``, and at most
+    ``OMP_NUM_THREADS`` where that is set (as study workers and benchmarks set it to their CPU share)."""
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - not on Linux
         cores = os.cpu_count() or 1
+    limit = os.environ.get("OMP_NUM_THREADS", "")
+    if limit.isdigit() and int(limit) > 0:
+        cores = min(cores, int(limit))
     return max(1, min(MAX_WORKERS, cores))
 
 
@@ -280,8 +319,12 @@ def replicate_all(layout: Layout, n_resamples: int, seed: int, kernels: Sequence
     n_resamples = check_n_resamples(n_resamples)
     outs = [np.empty(n_resamples) for _ in kernels]
 
+    local = threading.local()  # one Scratch per thread (this call's threads only)
+
     def evaluate(idx: np.ndarray) -> list[np.ndarray]:
-        chunk = CountChunk(idx, layout)
+        if not hasattr(local, "scratch"):
+            local.scratch = Scratch()
+        chunk = CountChunk(idx, layout, local.scratch)
         return [kernel(chunk) for kernel in kernels]
 
     def store(row: int, values: list[np.ndarray]) -> None:

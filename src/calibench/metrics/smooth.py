@@ -414,8 +414,9 @@ class _GridSegments:
             resid_d = count_d
         else:
             k = chunk.atoms_f
-            count_d = segment_sums(k * self.d, b)
-            resid_d = segment_sums(k * self.resid_d, b)
+            work = chunk.scratch.get("smooth", k.shape)
+            count_d = segment_sums(np.multiply(k, self.d, out=work), b)
+            resid_d = segment_sums(np.multiply(k, self.resid_d, out=work), b)
         resid = self.x0 * count + count_d - n_correct  # sum of c - y = x0 * count + sum of d - correct
         return count, count_d, resid, resid_d
 
