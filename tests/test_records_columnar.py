@@ -1,0 +1,122 @@
+"""The columnar fast path of read_records gives the row reader's frame, or hands the file over to it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from calibench import records
+from calibench.errors import CalibenchError
+
+
+def _both(path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[pd.DataFrame | None, pd.DataFrame]:
+    """(fast frame or None if the fast path declined, row reader's frame)."""
+    fast = records._read_columnar(path, path.suffix.lower())
+    with monkeypatch.context() as m:
+        m.setattr(records, "_read_columnar", lambda p, s: None)
+        slow = records.read_records(path)
+    return fast, slow
+
+
+def _rows(n: int, seed: int = 0) -> list[dict]:
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        k = 4
+        p = rng.dirichlet(np.ones(k))
+        label = int(rng.integers(k))
+        out.append({"model": "m", "revision": "step1", "task": "mc", "method": "choice", "item_id": f"q{i}",
+                    "probs": p.tolist(), "label": label, "pred": "ABCD"[int(p.argmax())],
+                    "confidence": float(p.max()), "correct": bool(p.argmax() == label),
+                    "extra": {"raw": float(p.max())}})
+    return out
+
+
+def _jsonl(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+CASES = {
+    "plain": lambda rows: rows,
+    "no extra, no provenance": lambda rows: [{k: r[k] for k in ("probs", "label", "confidence", "correct")}
+                                             for r in rows],
+    "empty extra objects": lambda rows: [{**r, "extra": {}} for r in rows],
+    "extra as JSON text": lambda rows: [{**r, "extra": json.dumps(r["extra"])} for r in rows],
+    "integer ids and labels as floats": lambda rows: [{**r, "item_id": i, "label": float(r["label"])}
+                                                      for i, r in enumerate(rows)],
+    "correct as 0/1": lambda rows: [{**r, "correct": int(r["correct"])} for r in rows],
+    "open class rows mixed in": lambda rows: [{**r, "probs": None, "label": None} if i % 3 == 0 else r
+                                              for i, r in enumerate(rows)],
+    "open class only": lambda rows: [{**r, "probs": None, "label": None, "extra": {}} for r in rows],
+    "labels without probs": lambda rows: [{**r, "probs": None, "extra": {}} for r in rows],
+    "variable class counts": lambda rows: [{**r, "probs": [r["confidence"], 1 - r["confidence"]], "label": 0}
+                                           if i % 2 else r for i, r in enumerate(rows)],
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_fast_jsonl_frames_equal_the_row_reader(case: str, tmp_path: Path, monkeypatch) -> None:
+    path = _jsonl(tmp_path / "r.jsonl", CASES[case](_rows(40)))
+    fast, slow = _both(path, monkeypatch)
+    assert fast is not None, f"{case}: the fast path should take this file"
+    pd.testing.assert_frame_equal(fast, slow)
+
+
+def test_fast_parquet_and_csv_equal_the_row_reader(tmp_path: Path, monkeypatch) -> None:
+    rows = CASES["open class rows mixed in"](_rows(30))
+    df = records.make_records(rows)
+    pq_path = tmp_path / "r.parquet"
+    records.write_records(df, pq_path)
+    csv_path = tmp_path / "r.csv"
+    csv = df.copy()
+    csv["probs"] = [None if p is None else json.dumps(p) for p in csv["probs"]]
+    csv.loc[0, "revision"] = None  # an empty cell
+    csv.to_csv(csv_path, index=False)
+    for path in (pq_path, csv_path):
+        fast, slow = _both(path, monkeypatch)
+        assert fast is not None, path.suffix
+        pd.testing.assert_frame_equal(fast, slow)
+    assert records.read_records(csv_path)["revision"].iloc[0] == ""
+
+
+BAD = {
+    "confidence as text": ({"confidence": "0.7"}, None),
+    "confidence above 1": ({"confidence": 1.5}, "confidence"),
+    "missing confidence": ({"confidence": None}, "confidence"),
+    "correct as text": ({"correct": "maybe"}, "correct"),
+    "probs not summing to 1": ({"probs": [0.5, 0.6, 0.0, 0.0]}, "probs"),
+    "label out of range": ({"label": 7}, "label"),
+    "probs without label": ({"label": None}, "label"),
+    "fractional label": ({"label": 1.5}, "label"),
+    "one-class probs": ({"probs": [1.0], "label": 0}, "probs"),
+    "extra with other keys": ({"extra": {"other": 1}}, None),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_files_the_fast_path_cannot_prove_go_to_the_row_reader(case: str, tmp_path: Path, monkeypatch) -> None:
+    """A bad value anywhere sends the file to the row reader, which names the line (or accepts it)."""
+    rows = _rows(20)
+    change, field = BAD[case]
+    rows[13] = {**rows[13], **change}
+    path = _jsonl(tmp_path / "r.jsonl", rows)
+    assert records._read_columnar(path, ".jsonl") is None
+    if field is None:  # values the row reader may still coerce: whatever it does is the answer
+        return
+    with pytest.raises(CalibenchError) as err:
+        records.read_records(path)
+    assert ":14" in str(err.value) and field in str(err.value)
+
+
+def test_the_fast_path_is_taken_for_a_large_clean_file(tmp_path: Path, monkeypatch) -> None:
+    path = _jsonl(tmp_path / "r.jsonl", _rows(2000))
+    calls = []
+    real = records.normalize
+    monkeypatch.setattr(records, "normalize", lambda *a, **k: calls.append(1) or real(*a, **k))
+    df = records.read_records(path)
+    assert len(df) == 2000 and calls == []  # no row-by-row pass
