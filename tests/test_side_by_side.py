@@ -227,3 +227,39 @@ def test_scale_ticks_name_the_declared_sizes() -> None:
                            xticks={1.35e8: "135M", 2.7e8: "270M"}).axes[0]
     assert list(ax.get_xticks()) == [1.35e8, 2.7e8]
     assert [t.get_text() for t in ax.get_xticklabels()] == ["135M", "270M"]
+
+
+def test_undefined_delta_shows_na_without_a_ci(study_dir: Path) -> None:
+    data = load_study_data(study_dir)
+    try:
+        calm, sharp = compared_models(data.units)["t-shared"]
+        rec = data.records(sharp.key).copy()
+        rec["correct"] = False                       # no right answer: AUROC undefined for "sharp"
+        data._records[sharp.key] = rec
+        row = next(r for r in pair_deltas(data, [calm, sharp]) if r["method"] == "choice")
+        auroc = row["cells"][data.shown_metrics.index("auroc")]
+        assert auroc == {"delta": "n/a", "low": None, "high": None, "p": None, "sig": False}
+        acc = row["cells"][data.shown_metrics.index("accuracy")]
+        d = _direct(data, calm, sharp, "choice", "accuracy")
+        assert acc["delta"] == fmt_num(d.delta) and d.delta < -0.5
+    finally:
+        data.store.close()
+
+
+def test_real_small_compares_the_chat_template_on_the_same_items() -> None:
+    from calibench.study.runner import plan
+
+    study, units = plan("real-small")
+    specs = {(u.spec["model"], u.spec["task"]): u.spec for u in units}
+    assert sorted({m for m, _ in specs}) == ["gemma3-270m", "smollm2-135m-instruct", "smollm2-135m-instruct-chat"]
+    for task in ("world-facts", "world-mc"):
+        plain, chat = specs[("smollm2-135m-instruct", task)], specs[("smollm2-135m-instruct-chat", task)]
+        assert (plain["chat_template"], chat["chat_template"]) == (False, True)
+        assert plain["pretrained"] == chat["pretrained"] and plain["task_hash"] == chat["task_hash"]
+        assert plain["limit"] == chat["limit"] == specs[("gemma3-270m", task)]["limit"] == 100
+    assert len({u.key for u in units}) == 6
+    # the report pairs them: every pair of the three models, the chat-templated one as B
+    evals = [EvalUnit(u.key, u.spec["model"], "", u.spec["task"], u.spec["labels"], tuple(u.spec["methods"]))
+             for u in units]
+    pairs = model_pairs(compared_models(evals)["world-mc"])
+    assert ("smollm2-135m-instruct", "smollm2-135m-instruct-chat") in [(a.model, b.model) for a, b in pairs]

@@ -13,6 +13,7 @@ points of an accuracy-vs-ECE scatter. Pairs: every pair (A listed before B in th
 from __future__ import annotations
 
 import itertools
+import math
 from typing import Any
 
 from matplotlib.figure import Figure
@@ -77,7 +78,8 @@ def metric_rows(data: StudyData, models: list[EvalUnit]) -> list[dict[str, Any]]
 
 
 def pair_deltas(data: StudyData, models: list[EvalUnit]) -> list[dict[str, Any]]:
-    """Per method x pair: B - A of every shown metric with CI and p (None: not computable for that metric)."""
+    """Per method x pair: B - A of every shown metric with CI and p (None: not computable for that metric;
+    delta "n/a" without a CI: the metric is undefined for one of the two, e.g. AUROC with no right answer)."""
     out = []
     pairs = model_pairs(models)
     for method in _methods(models):
@@ -91,6 +93,9 @@ def pair_deltas(data: StudyData, models: list[EvalUnit]) -> list[dict[str, Any]]
                     cells.append(None)
                     continue
                 est, low, high, p, n = d
+                if not math.isfinite(est):   # e.g. AUROC of a model that got every item wrong
+                    cells.append({"delta": "n/a", "low": None, "high": None, "p": None, "sig": False})
+                    continue
                 cells.append({"delta": fmt_num(est), "low": fmt_num(low), "high": fmt_num(high),
                               "p": fmt_num(p), "sig": bool(p < SIG_LEVEL)})
             if n is not None:
