@@ -248,8 +248,9 @@ def test_undefined_delta_shows_na_without_a_ci(study_dir: Path) -> None:
 
 def test_real_small_compares_the_chat_template_on_the_same_items() -> None:
     from calibench.study.runner import plan
+    from calibench.study.shipped import find_study
 
-    study, units = plan("real-small")
+    _, units = plan(find_study("real-small"))
     specs = {(u.spec["model"], u.spec["task"]): u.spec for u in units}
     assert sorted({m for m, _ in specs}) == ["gemma3-270m", "smollm2-135m-instruct", "smollm2-135m-instruct-chat"]
     for task in ("world-facts", "world-mc"):
