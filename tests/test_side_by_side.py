@@ -127,6 +127,9 @@ def test_report_shows_the_pair_deltas(study_dir: Path) -> None:
     # t-shared's grid lives in the side-by-side section; the per-task grids still draw t-alone
     rel = text[text.index('<section id="reliability">'):text.index('<section id="scale">')]
     assert "t-alone" in rel and "t-shared · choice" not in rel
+    # both models declare 10M: no scale figure, and the section says what it would need
+    scale = text[text.index('<section id="scale">'):text.index('<section id="dynamics">')]
+    assert "Not in this study: needs models of two or more different declared sizes (params:)." in scale
 
 
 def test_model_names_are_escaped_in_the_section(study_dir: Path) -> None:
@@ -194,7 +197,7 @@ def test_scale_uses_declared_params_of_every_stage() -> None:
                     ("choice",))
     series = scale_series([smol, chat, gemma])
     assert {k: [(x, u.model) for x, u in v] for k, v in series.items()} == {
-        "sft": [(1.35e8, "smol")], "sft, chat template": [(1.35e8, "smol-chat")], "pretrained": [(2.7e8, "gemma")]}
+        "sft": [(1.35e8, "smol")], "sft, chat template": [(1.35e8, "smol-chat")], "base": [(2.7e8, "gemma")]}
     assert scale_series([smol, chat]) == {}           # one size only: nothing to plot
 
 

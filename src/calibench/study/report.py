@@ -54,6 +54,11 @@ STAGE_TITLES = {"pretrained": "Pretrained", "base": "Base", "sft": "Instruction 
 MAX_GRID = 12      # models per reliability grid
 MAX_GRIDS = 4      # reliability grids per report
 TEMPLATE = "report.html.j2"
+# What a figure section needs, said where the study has nothing to draw in it.
+FIGURE_NEEDS = {"scale": "needs models of two or more different declared sizes (params:)",
+                "dynamics": "needs one model evaluated at two or more checkpoints (revisions: [stepN, ...])",
+                "alignment": "needs an aligned model (stage: sft, rl or dpo) with epoch checkpoints or RL/DPO "
+                             "output"}
 _BADGE = {AGREE: "agree", DISAGREE: "disagree", INCONCLUSIVE: "inconclusive", NOT_TESTED: "untested"}
 
 Series = dict[str, list[tuple[float, EvalUnit]]]
@@ -106,16 +111,14 @@ def _line_figure(data: StudyData, series: Series, *, metric: str, xlabel: str, l
 
 
 def scale_series(units: list[EvalUnit]) -> Series:
-    """The models that declare ``params:`` (last revision of each), one series per stage (pretrained and
-    base together; a chat-templated entry apart), when they span two or more sizes; else none."""
+    """The models that declare ``params:`` (last revision of each), one series per stage (a chat-templated
+    entry apart), when they span two or more sizes; else none."""
     final = final_revisions([u for u in units if u.labels.get("params")])
     if len({u.labels["params"] for u in final.values()}) < 2:
         return {}
     series: Series = {}
     for u in final.values():
-        stage = u.labels.get("stage", "base")
-        name = "pretrained" if stage in ("pretrained", "base") else stage
-        name += ", chat template" if u.labels.get("chat_template") else ""
+        name = str(u.labels.get("stage", "base")) + (", chat template" if u.labels.get("chat_template") else "")
         series.setdefault(name, []).append((float(u.labels["params"]), u))
     return series
 
@@ -325,7 +328,7 @@ def render(data: StudyData) -> str:
         "figures": {"scale": png_data_uri(scale) if scale is not None else None,
                     "acc_ece": png_data_uri(acc_ece) if acc_ece is not None else None,
                     "dynamics": png_data_uri(dynamics) if dynamics is not None else None},
-        "alignment": alignment, "deltas": deltas, "deltas_open": len(deltas) <= 60,
+        "needs": FIGURE_NEEDS, "alignment": alignment, "deltas": deltas, "deltas_open": len(deltas) <= 60,
     }
     return _environment().get_template(TEMPLATE).render(**context)
 
