@@ -22,6 +22,7 @@ from calibench.study.sidebyside import (
     model_pairs,
     pair_deltas,
 )
+from study_helpers import synthetic_study
 
 ITEMS, BOOT = 2000, 200
 
@@ -267,3 +268,21 @@ def test_real_small_compares_the_chat_template_on_the_same_items() -> None:
              for u in units]
     pairs = model_pairs(compared_models(evals)["world-mc"])
     assert ("smollm2-135m-instruct", "smollm2-135m-instruct-chat") in [(a.model, b.model) for a, b in pairs]
+
+
+def test_side_by_side_grids_are_capped(tmp_path: Path) -> None:
+    from calibench.study.report import MAX_GRIDS, render
+
+    path = synthetic_study(tmp_path / "s.yaml", n_models=2, n_tasks=MAX_GRIDS + 1, items=30, with_train=False)
+    assert run(path, tmp_path / "out", progress=False).failed == []
+    data = load_study_data(tmp_path / "out")
+    try:
+        text = render(data)
+    finally:
+        data.store.close()
+    section = text[text.index('<section id="sidebyside">'):text.index('<section id="stages">')]
+    assert section.count('alt="reliability diagrams, models x methods') == MAX_GRIDS
+    assert section.count("Reliability grid left out") == 1
+    rel = text[text.index('<section id="reliability">'):text.index('<section id="scale">')]
+    assert f"synth-{MAX_GRIDS} · choice" in rel          # the task without a side-by-side grid keeps its grid
+    assert "synth-0 · choice" not in rel

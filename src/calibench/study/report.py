@@ -276,8 +276,8 @@ def delta_rows(data: StudyData) -> list[dict[str, Any]]:
 def side_by_side(data: StudyData) -> list[dict[str, Any]]:
     """Per task with two or more models: metric table, paired-delta table and reliability grid."""
     out = []
-    for task, models in compared_models(data.units).items():
-        grid = reliability_matrix(data, models)
+    for i, (task, models) in enumerate(compared_models(data.units).items()):
+        grid = reliability_matrix(data, models) if i < MAX_GRIDS else None   # each grid costs seconds
         out.append({"task": task, "models": [u.name for u in models], "metrics": metric_rows(data, models),
                     "deltas": pair_deltas(data, models),
                     "grid": png_data_uri(grid, dpi=60) if grid is not None else None})
@@ -306,6 +306,7 @@ def render(data: StudyData) -> str:
             alignment.append((method, png_data_uri(fig)))
     scale, dynamics = scale_figure(data), dynamics_figure(data)
     sides = side_by_side(data)
+    gridded = [t["task"] for t in sides if t["grid"]]
     acc_ece = accuracy_ece_figure(data, compared_models(data.units))
     titles = {
         "findings": "Findings: the papers' claims against this study",
@@ -323,8 +324,8 @@ def render(data: StudyData) -> str:
         "generated": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "synthetic": data.synthetic,
         "folder": data.root.name, "titles": titles, "nav": [(sid, _nav_label(t)) for sid, t in titles.items()],
         "findings": findings_rows(findings), "metric_names": list(data.shown_metrics),
-        "stages": stage_tables(data), "reliability": reliability_figures(data, {t["task"] for t in sides}),
-        "sides": sides, "side_tasks": [t["task"] for t in sides],
+        "stages": stage_tables(data), "reliability": reliability_figures(data, set(gridded)),
+        "sides": sides, "side_tasks": gridded, "max_grids": MAX_GRIDS,
         "figures": {"scale": png_data_uri(scale) if scale is not None else None,
                     "acc_ece": png_data_uri(acc_ece) if acc_ece is not None else None,
                     "dynamics": png_data_uri(dynamics) if dynamics is not None else None},
