@@ -2,8 +2,10 @@
 
 Compute a diagram once (``reliability_diagram``, ``smooth_reliability_diagram``), keep its numbers
 (``to_dict()``), draw it alone (``plot_reliability``, ``plot_smooth``) or next to others
-(``plot_reliability_grid``) and save it atomically as PNG/SVG/PDF (``save_figure``). ``plot_metric_lines``
-draws metric-vs-x panels with CIs from given numbers (``Line``, ``Panel``); ``png_data_uri`` embeds a
+(``plot_reliability_grid``) and save it atomically as PNG/SVG/PDF (``save_figure``). ``plot_matrix`` puts
+diagrams on a rows x columns grid (models x methods). ``plot_metric_lines`` draws metric-vs-x panels with
+CIs from given numbers (``Line``, ``Panel``), ``plot_scatter`` points with CIs on both axes (``Point``,
+``ScatterPanel``); ``png_data_uri`` embeds a
 figure in HTML. Nothing here reads a study: the study report (``calibench.study.report``) computes and
 calls these.
 """
@@ -16,9 +18,19 @@ from calibench.report.diagrams import (
     reliability_diagram,
     smooth_reliability_diagram,
 )
-from calibench.report.lines import Line, Panel, plot_metric_lines, png_data_uri
+from calibench.report.lines import (
+    Line,
+    Panel,
+    Point,
+    ScatterPanel,
+    count_label,
+    plot_metric_lines,
+    plot_scatter,
+    png_data_uri,
+)
 from calibench.report.plots import (
     plot_grid,
+    plot_matrix,
     plot_reliability,
     plot_reliability_grid,
     plot_smooth,
@@ -28,12 +40,17 @@ from calibench.report.plots import (
 __all__ = [
     "Line",
     "Panel",
+    "Point",
     "ReliabilityDiagram",
+    "ScatterPanel",
     "SmoothDiagram",
+    "count_label",
     "plot_grid",
+    "plot_matrix",
     "plot_metric_lines",
     "plot_reliability",
     "plot_reliability_grid",
+    "plot_scatter",
     "plot_smooth",
     "png_data_uri",
     "reliability_diagram",

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import matplotlib as mpl
@@ -208,3 +208,26 @@ def save_figure(fig: Figure, path: str | os.PathLike[str], *, dpi: int = 110) ->
         write_with(path, lambda tmp: fig.savefig(tmp, format=fmt, dpi=dpi, metadata=metadata,
                                                  facecolor="white"))
     return path
+
+
+def plot_matrix(diagrams: Mapping[tuple[str, str], Diagram], rows: Sequence[str], cols: Sequence[str], *,
+                suptitle: str | None = None) -> Figure:
+    """Diagrams on a rows x columns grid (e.g. models x methods), keyed ``(row, col)``; a missing cell is
+    left blank, so every column shows the same method and every row the same model."""
+    if not diagrams:
+        raise CalibenchError("no diagrams to draw")
+    fig = Figure(figsize=(_CELL_SIZE[0] * len(cols), _CELL_SIZE[1] * len(rows)), layout="constrained")
+    gs = fig.add_gridspec(2 * len(rows), len(cols), height_ratios=[4, 1] * len(rows))
+    first = True
+    for r, row in enumerate(rows):
+        for c, col in enumerate(cols):
+            diagram = diagrams.get((row, col))
+            if diagram is None:
+                continue
+            ax = fig.add_subplot(gs[2 * r, c])
+            hist_ax = fig.add_subplot(gs[2 * r + 1, c], sharex=ax)
+            _draw(diagram, ax, hist_ax, title=f"{row} · {col}", ylabel=c == 0, legend=first)
+            first = False
+    if suptitle:
+        fig.suptitle(suptitle, fontsize=11)
+    return fig

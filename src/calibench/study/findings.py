@@ -12,7 +12,8 @@ pair on one task with one method; its verdict comes from the 95% paired-bootstra
 Quantifiers turn cells into the claim's verdict: ``consensus`` (a tendency: agree if some cells agree
 and none disagree, disagree in the mirror case, else inconclusive), ``some`` (agree if any cell
 agrees, disagree if every cell disagrees) and ``every`` (agree if every cell agrees, disagree if any
-disagrees). A claim with no cells in this study is ``not tested``. Nothing here is written by hand
+disagrees). A claim with no cells in this study is ``not tested``, with the one-line reason
+(``NEEDS``: what the study would have to contain). Nothing here is written by hand
 about a particular study: change the numbers and the verdicts change.
 """
 
@@ -121,6 +122,7 @@ class Finding:
     claim: Claim
     verdict: str
     cells: list[Cell] = field(default_factory=list)
+    reason: str | None = None   # why a claim is not tested here (one line); None when it is
 
     def counts(self) -> dict[str, int]:
         out = {AGREE: 0, DISAGREE: 0, INCONCLUSIVE: 0}
@@ -240,6 +242,20 @@ COMPARISONS: dict[str, Callable[[list[EvalUnit]], list[Pair]]] = {
     "rl_vs_parent": cmp_rl_vs_parent, "aligned_vs_base": cmp_aligned_vs_base,
 }
 
+# What a study must contain for each comparison to find pairs: the one line a report shows for a claim
+# this study cannot test.
+NEEDS: dict[str, str] = {
+    "scale": "needs two or more pretrained/base models of different declared sizes (params:) on one task",
+    "dynamics": "needs pretraining checkpoints: one model at two or more steps after step 0 (revisions:)",
+    "sft_vs_base": "needs an instruction-tuned model (stage: sft) and the base model it was tuned from (base:)",
+    "epochs": "needs an instruction-tuning run evaluated after two or more epochs (revisions: [epoch1, ...])",
+    "narrow_vs_diverse": "needs SFT models tuned on narrow and on diverse data (data:) with the same tuning, "
+                         "base and epoch",
+    "full_vs_lora": "needs SFT models tuned fully and with LoRA (tuning:) on the same data, base and epoch",
+    "rl_vs_parent": "needs an RL model (stage: rl) and the model RL started from (base:)",
+    "aligned_vs_base": "needs an aligned model (stage: sft, rl or dpo) and its base model (base:)",
+}
+
 
 # -- verdicts ------------------------------------------------------------------------------------------
 
@@ -279,10 +295,13 @@ def evaluate_claims(units: list[EvalUnit], delta: DeltaFn, claims: tuple[Claim, 
     findings = []
     for claim in claims:
         cells: list[Cell] = []
-        for pair in COMPARISONS[claim.comparison](units):
+        pairs = COMPARISONS[claim.comparison](units)
+        has_method = False
+        for pair in pairs:
             methods = [m for m in pair.b.methods if m in pair.a.methods]
             if claim.method is not None:
                 methods = [m for m in methods if m == claim.method]
+            has_method = has_method or bool(methods)
             for method in methods:
                 d = delta(pair.a, pair.b, method, claim.metric)
                 if d is None:
@@ -290,7 +309,12 @@ def evaluate_claims(units: list[EvalUnit], delta: DeltaFn, claims: tuple[Claim, 
                 est, low, high, p, n = d
                 cells.append(Cell(pair, method, est, low, high, p, n,
                                   cell_verdict(low, high, claim.direction, claim.margin)))
-        findings.append(Finding(claim, combine([c.verdict for c in cells], claim.quantifier), cells))
+        reason = None
+        if not cells:
+            reason = (NEEDS[claim.comparison] if not pairs
+                      else f"needs the {claim.method} method on both units of a compared pair" if not has_method
+                      else "the compared units share no items the metric is defined on")
+        findings.append(Finding(claim, combine([c.verdict for c in cells], claim.quantifier), cells, reason))
     return findings
 
 

@@ -2,7 +2,8 @@
 scripts, no external resources), readable offline and safe to mail around.
 
 Sections: findings (each claim of the two papers with a verdict computed from paired bootstrap CIs,
-see ``calibench.study.findings``), metrics per stage with 95% CIs (the study file's ``metrics:``),
+see ``calibench.study.findings``, or the one-line reason it is not tested), models side by side (any
+two or more models on the same task: see ``calibench.study.sidebyside``), metrics per stage with 95% CIs (the study file's ``metrics:``),
 reliability diagram grids, ECE vs parameters (scale), ECE vs training step (dynamics), ECE per
 alignment epoch, and paired deltas with p-values. This module computes what to show; drawing lives in
 ``calibench.report`` and markup in the jinja2 template ``templates/report.html.j2``, rendered with
@@ -11,7 +12,6 @@ autoescape, so no study text (model, task, method names, descriptions) can injec
 
 from __future__ import annotations
 
-import math
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -22,7 +22,7 @@ from matplotlib.figure import Figure
 from calibench import __version__
 from calibench.io import write_text
 from calibench.report.diagrams import reliability_diagram
-from calibench.report.lines import Line, Panel, plot_metric_lines, png_data_uri
+from calibench.report.lines import Line, Panel, count_label, plot_metric_lines, png_data_uri
 from calibench.report.plots import plot_grid
 from calibench.study.findings import (
     AGREE,
@@ -32,13 +32,20 @@ from calibench.study.findings import (
     NOT_TESTED,
     EvalUnit,
     Finding,
-    base_models,
     cmp_aligned_vs_base,
     evaluate_claims,
     final_revisions,
 )
+from calibench.study.numbers import fmt_ci, fmt_num
 from calibench.study.results import StudyData, load_study_data
 from calibench.study.schema import STAGES
+from calibench.study.sidebyside import (
+    accuracy_ece_figure,
+    compared_models,
+    metric_rows,
+    pair_deltas,
+    reliability_matrix,
+)
 
 DELTA_METRICS = ("accuracy", "ece", "sce", "brier")   # paired deltas: these, where the study shows them
 # in the study schema's stage order (``STAGES``)
@@ -47,32 +54,14 @@ STAGE_TITLES = {"pretrained": "Pretrained", "base": "Base", "sft": "Instruction 
 MAX_GRID = 12      # models per reliability grid
 MAX_GRIDS = 4      # reliability grids per report
 TEMPLATE = "report.html.j2"
+# What a figure section needs, said where the study has nothing to draw in it.
+FIGURE_NEEDS = {"scale": "needs models of two or more different declared sizes (params:)",
+                "dynamics": "needs one model evaluated at two or more checkpoints (revisions: [stepN, ...])",
+                "alignment": "needs an aligned model (stage: sft, rl or dpo) with epoch checkpoints or RL/DPO "
+                             "output"}
 _BADGE = {AGREE: "agree", DISAGREE: "disagree", INCONCLUSIVE: "inconclusive", NOT_TESTED: "untested"}
 
 Series = dict[str, list[tuple[float, EvalUnit]]]
-
-
-# -- numbers as text --------------------------------------------------------------------------------------
-
-
-def fmt_num(x: Any, digits: int = 3) -> str:
-    """A number as the report prints it: fixed digits, tiny non-zero values in e-notation, else n/a."""
-    try:
-        xf = float(x)
-    except (TypeError, ValueError):
-        return "n/a"
-    if not math.isfinite(xf):
-        return "n/a"
-    if xf != 0 and abs(xf) < 0.5 * 10 ** -digits:
-        return f"{xf:.1e}"  # tiny but not zero: keep the sign and size visible instead of "-0.000"
-    return f"{xf:.{digits}f}"
-
-
-def fmt_ci(est: Any, low: Any, high: Any) -> dict[str, str | None]:
-    """Estimate and CI bounds as text; the bounds are None when the CI is not a finite number."""
-    if not (isinstance(low, (int, float)) and math.isfinite(low)):
-        return {"est": fmt_num(est), "low": None, "high": None}
-    return {"est": fmt_num(est), "low": fmt_num(low), "high": fmt_num(high)}
 
 
 # -- figures: which units make which line -------------------------------------------------------------------
@@ -112,21 +101,36 @@ def _panels(data: StudyData, series: Series, metric: str, title: str,
 
 
 def _line_figure(data: StudyData, series: Series, *, metric: str, xlabel: str, logx: bool, title: str,
-                 hlines: dict[str, dict[str, float]] | None = None) -> Figure | None:
+                 hlines: dict[str, dict[str, float]] | None = None,
+                 xticks: dict[float, str] | None = None) -> Figure | None:
     panels = _panels(data, series, metric, title, hlines)
     if not panels:
         return None
     return plot_metric_lines(panels, xlabel=xlabel, ylabel=metric.upper() if metric != "accuracy" else "accuracy",
-                             logx=logx)
+                             logx=logx, xticks=xticks)
+
+
+def scale_series(units: list[EvalUnit]) -> Series:
+    """The models that declare ``params:`` (last revision of each), one series per stage (a chat-templated
+    entry apart), when they span two or more sizes; else none."""
+    final = final_revisions([u for u in units if u.labels.get("params")])
+    if len({u.labels["params"] for u in final.values()}) < 2:
+        return {}
+    series: Series = {}
+    for u in final.values():
+        name = str(u.labels.get("stage", "base")) + (", chat template" if u.labels.get("chat_template") else "")
+        series.setdefault(name, []).append((float(u.labels["params"]), u))
+    return series
 
 
 def scale_figure(data: StudyData, metric: str = "ece") -> Figure | None:
-    """ECE vs parameter count of the pretrained/base models (last revision of each)."""
-    final = final_revisions([u for u in base_models(data.units) if u.labels.get("params")])
-    if len({u.labels["params"] for u in final.values()}) < 2:
+    """ECE vs declared parameter count (log x), one panel per task, one line per stage x method."""
+    series = scale_series(data.units)
+    if not series:
         return None
-    return _line_figure(data, {"pretrained": [(u.labels["params"], u) for u in final.values()]}, metric=metric,
-                        xlabel="parameters", logx=True, title="scale")
+    sizes = sorted({x for pts in series.values() for x, _ in pts})
+    return _line_figure(data, series, metric=metric, xlabel="parameters (declared)", logx=True, title="scale",
+                        xticks={x: count_label(x) for x in sizes})
 
 
 def dynamics_figure(data: StudyData, metric: str = "ece") -> Figure | None:
@@ -183,12 +187,13 @@ def _only(u: EvalUnit, method: str) -> EvalUnit:
     return EvalUnit(key=u.key, model=u.model, revision=u.revision, task=u.task, labels=u.labels, methods=(method,))
 
 
-def reliability_figures(data: StudyData) -> list[tuple[str, str]]:
-    """(title, data URI) of one reliability grid per task x method over each model's last revision."""
+def reliability_figures(data: StudyData, skip: set[str] | frozenset[str] = frozenset()) -> list[tuple[str, str]]:
+    """(title, data URI) of one reliability grid per task x method over each model's last revision;
+    tasks in ``skip`` already have their models x methods grid in the side-by-side section."""
     final = final_revisions(data.units)
     out = []
     n_bins = int(data.settings.get("n_bins", 10))
-    tasks = list(dict.fromkeys(u.task for u in data.units))
+    tasks = [t for t in dict.fromkeys(u.task for u in data.units) if t not in skip]
     combos = []
     for task in tasks:
         units = [u for (_, t), u in final.items() if t == task][:MAX_GRID]
@@ -243,7 +248,8 @@ def findings_rows(findings: list[Finding]) -> list[dict[str, Any]]:
                         "inconclusive": c[INCONCLUSIVE], "b": ex.pair.b.name, "a": ex.pair.a.name,
                         "task": ex.pair.b.task, "method": ex.method, "metric": f.claim.metric,
                         "delta": fmt_num(ex.delta), "low": fmt_num(ex.low), "high": fmt_num(ex.high)}
-        rows.append({"claim": f.claim, "verdict": f.verdict, "badge": _BADGE[f.verdict], "evidence": evidence})
+        rows.append({"claim": f.claim, "verdict": f.verdict, "badge": _BADGE[f.verdict], "evidence": evidence,
+                     "reason": f.reason})
     return rows
 
 
@@ -267,6 +273,17 @@ def delta_rows(data: StudyData) -> list[dict[str, Any]]:
 # -- the document -------------------------------------------------------------------------------------------
 
 
+def side_by_side(data: StudyData) -> list[dict[str, Any]]:
+    """Per task with two or more models: metric table, paired-delta table and reliability grid."""
+    out = []
+    for i, (task, models) in enumerate(compared_models(data.units).items()):
+        grid = reliability_matrix(data, models) if i < MAX_GRIDS else None   # each grid costs seconds
+        out.append({"task": task, "models": [u.name for u in models], "metrics": metric_rows(data, models),
+                    "deltas": pair_deltas(data, models),
+                    "grid": png_data_uri(grid, dpi=60) if grid is not None else None})
+    return out
+
+
 def _environment() -> Environment:
     """Templates ship as package data (``calibench/study/templates``); every ``{{ }}`` is escaped."""
     return Environment(loader=PackageLoader("calibench.study", "templates"),
@@ -288,11 +305,15 @@ def render(data: StudyData) -> str:
         if fig is not None:
             alignment.append((method, png_data_uri(fig)))
     scale, dynamics = scale_figure(data), dynamics_figure(data)
+    sides = side_by_side(data)
+    gridded = [t["task"] for t in sides if t["grid"]]
+    acc_ece = accuracy_ece_figure(data, compared_models(data.units))
     titles = {
         "findings": "Findings: the papers' claims against this study",
+        "sidebyside": "Models side by side (same items; paired deltas B - A, bold: p < 0.05)",
         "stages": "Metrics per stage (95% bootstrap CIs)",
         "reliability": "Reliability diagrams (last revision of each model)",
-        "scale": "ECE vs parameters (scale)",
+        "scale": "ECE vs parameters (declared params:, last revision of each model)",
         "dynamics": "ECE vs training step (dynamics)",
         "alignment": "Alignment: ECE per epoch (base, SFT full / LoRA, diverse / narrow, RL, DPO)",
         "deltas": "Paired deltas vs the base model (aligned - base; bold: p < 0.05)",
@@ -303,10 +324,12 @@ def render(data: StudyData) -> str:
         "generated": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "synthetic": data.synthetic,
         "folder": data.root.name, "titles": titles, "nav": [(sid, _nav_label(t)) for sid, t in titles.items()],
         "findings": findings_rows(findings), "metric_names": list(data.shown_metrics),
-        "stages": stage_tables(data), "reliability": reliability_figures(data),
+        "stages": stage_tables(data), "reliability": reliability_figures(data, set(gridded)),
+        "sides": sides, "side_tasks": gridded, "max_grids": MAX_GRIDS,
         "figures": {"scale": png_data_uri(scale) if scale is not None else None,
+                    "acc_ece": png_data_uri(acc_ece) if acc_ece is not None else None,
                     "dynamics": png_data_uri(dynamics) if dynamics is not None else None},
-        "alignment": alignment, "deltas": deltas, "deltas_open": len(deltas) <= 60,
+        "needs": FIGURE_NEEDS, "alignment": alignment, "deltas": deltas, "deltas_open": len(deltas) <= 60,
     }
     return _environment().get_template(TEMPLATE).render(**context)
 

@@ -47,7 +47,8 @@ class StudyData:
         return m[(m["metric"] == metric) & (m["key"].isin(keys))]
 
     def delta(self, a: EvalUnit, b: EvalUnit, method: str, metric: str) -> tuple[float, float, float, float, int] | None:
-        """Paired bootstrap delta metric(b) - metric(a) for one method, cached; None if not computable."""
+        """Paired bootstrap delta metric(b) - metric(a) for one method on the items both scored, cached;
+        None if not computable (no shared items, or a metric undefined on them)."""
         from calibench.metrics import metric_function, paired_delta
 
         ck = (a.key, b.key, method, metric)
@@ -55,6 +56,12 @@ class StudyData:
             ra = self.records(a.key)
             rb = self.records(b.key)
             ra, rb = ra[ra["method"] == method], rb[rb["method"] == method]
+            # paired on the items both units scored (two limits, or a task that grew, leave extra items)
+            shared = set(ra["item_id"]) & set(rb["item_id"])
+            ra, rb = ra[ra["item_id"].isin(shared)], rb[rb["item_id"].isin(shared)]
+            if not shared:
+                self._deltas[ck] = None
+                return None
             try:
                 d = paired_delta(metric_function(metric, n_bins=int(self.settings.get("n_bins", 10))), ra, rb,
                                  n_resamples=int(self.settings.get("bootstrap", 1000)) or 200,
@@ -80,7 +87,8 @@ def load_study_data(study_dir: str | Path) -> StudyData:
         synthetic = synthetic or spec.get("source") == "synthetic" or spec.get("train_recipe") == "synthetic"
         settings = spec.get("settings", settings)
         u = EvalUnit(key=su.key, model=spec["model"], revision=spec.get("revision", ""), task=spec["task"],
-                     labels=dict(spec.get("labels", {})), methods=tuple(spec.get("methods", ())))
+                     labels={**spec.get("labels", {}), "chat_template": bool(spec.get("chat_template"))},
+                     methods=tuple(spec.get("methods", ())))
         units.append(u)
         for m in su.metrics or []:
             rows.append({"key": su.key, "unit": u.name, "model": u.model, "revision": u.revision,
