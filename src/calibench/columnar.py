@@ -189,7 +189,12 @@ def _classes(probs: Any, label: Any, n: int, prob_tol: float) -> tuple[list, Any
             return None
         if (ids[has] < 0).any() or (ids[has] >= sizes[has]).any():
             return None
-    out_probs = lists.to_pylist() if lists is not None else [None] * n
+    if lists is None:
+        out_probs = [None] * n
+    elif has.all() and (sizes == sizes[0]).all():  # one class count: rows straight from the values
+        out_probs = values.reshape(n, int(sizes[0])).tolist()
+    else:
+        out_probs = lists.to_pylist()
     out_labels = pd.arrays.IntegerArray(np.where(label_null, 0, ids), label_null)
     return out_probs, out_labels
 
@@ -198,6 +203,7 @@ def frame(table: Any, *, columns: tuple[str, ...], defaults: dict[str, Any], pro
           extra_to_json: Any) -> pd.DataFrame | None:
     """The contract frame of ``table`` if every row passes the contract's checks, else None."""
     import pyarrow as pa
+    import pyarrow.compute as pc
 
     n = table.num_rows
     names = set(table.column_names)
@@ -221,7 +227,11 @@ def frame(table: Any, *, columns: tuple[str, ...], defaults: dict[str, Any], pro
     extra = get.get("extra")
     if extra is None or pa.types.is_null(extra.type):
         out["extra"] = ["{}"] * n
-    elif _is_text(extra.type) or (pa.types.is_struct(extra.type) and _plain_struct(extra)):
+    elif _is_text(extra.type):  # JSON text is kept as written; a missing one is an empty object
+        out["extra"] = pc.fill_null(extra, "{}").to_pylist()
+    elif pa.types.is_struct(extra.type) and extra.type.num_fields == 0 and not extra.null_count:
+        out["extra"] = ["{}"] * n
+    elif pa.types.is_struct(extra.type) and _plain_struct(extra):
         out["extra"] = [extra_to_json(v) for v in extra.to_pylist()]
     else:
         return None
