@@ -105,3 +105,18 @@ def test_clm_parquet_stream_matches_engine(small_model, tmp_path: Path) -> None:
             break
     np.testing.assert_allclose(table["confidence"].to_numpy(), np.concatenate(conf)[: len(table)], atol=1e-12)
     assert abs(res["mean_confidence"] - table["confidence"].mean()) < 1e-9
+
+
+def test_cli_scale_bench_runs_the_real_command_on_both_codes(tmp_path: Path) -> None:
+    """bench_cli_scale times `calibench metrics` on a written file; its table matches the records."""
+    import bench_cli_scale as S
+
+    path = S.write_records(3000, tmp_path / "r.jsonl")
+    run = S.run_cli(S.REPO_SRC, path, resamples=20, timeout=300)
+    assert "error" not in run, run.get("error")
+    assert run["seconds"] > 0 and run["peak_rss_mb"] > 0
+    from calibench.records import read_records
+
+    df = read_records(path)
+    accuracy = float(run["table"]["accuracy"].split()[0])
+    assert accuracy == pytest.approx(df["correct"].mean(), abs=5e-5)
