@@ -25,7 +25,7 @@ import re
 import shlex
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -173,6 +173,7 @@ def run_eval(
     stride: int | None = None,
     command: str | None = None,
     figures: bool = True,
+    method_options: Mapping[str, Any] | None = None,
 ) -> RunResult:
     """Evaluate one model on ``tasks`` with ``methods`` (``"all"`` or names) and write ``out_dir``.
 
@@ -190,7 +191,8 @@ def run_eval(
     if bootstrap < 0:
         raise CalibenchError(f"bootstrap must be >= 0, got {bootstrap}")
     opts = MethodOptions.from_mapping({"num_fewshot": num_fewshot, "chat_template": chat_template,
-                                       "max_new_tokens": max_new_tokens, "window": window, "stride": stride})
+                                       "max_new_tokens": max_new_tokens, "window": window, "stride": stride,
+                                       **(method_options or {})})
     parse_methods(methods)
     from calibench.models.loading import load_model, parse_model_args
 

@@ -61,6 +61,8 @@ APPLIES_TO: dict[str, tuple[str, ...]] = {
 OPT_IN: frozenset[str] = frozenset({"verbalized", "verbalized-2s", "consistency", "semantic", "p-true-fewshot",
                                     "probe"})
 VERBAL_SCALES = ("numeric", "linguistic")
+# the MethodOptions fields of those families (a study's settings.method_options, the eval CLI's options)
+FAMILY_OPTIONS = ("n_samples", "temperature", "probe_layer", "probe_folds", "verbal_scale")
 
 # The p-true question (Kadavath et al. 2022, simplified to one line of options).
 P_TRUE_TEMPLATE = "Question: {question}\nProposed answer: {answer}\nIs the proposed answer true?\nAnswer:"

@@ -88,7 +88,8 @@ def eval_adapter(spec: dict[str, Any], work_dir: Path) -> pd.DataFrame:
         run_eval(args, [spec["task"]], list(spec["methods"]), work_dir,
                  batch_size=s["batch_size"], device=s["device"], seed=s["seed"], limit=spec["limit"],
                  num_fewshot=s["num_fewshot"], chat_template=spec["chat_template"], n_bins=s["n_bins"],
-                 bootstrap=0, progress=False, figures=False, loaded=_load_cached(args, s["device"]))
+                 bootstrap=0, progress=False, figures=False, loaded=_load_cached(args, s["device"]),
+                 method_options=s.get("method_options"))
     return read_records(work_dir / "records.parquet")
 
 
