@@ -8,7 +8,6 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
-from test_methods import FakeEngine, FakeTokenizer, facts_task, mc_task
 
 from calibench import methods
 from calibench.errors import CalibenchError
@@ -16,6 +15,7 @@ from calibench.models.engine import ContinuationScore, Generation
 from calibench.records import make_records
 from calibench.tasks import FactItem, Task
 from calibench.validity import validity_table, warnings
+from test_methods import FakeEngine, FakeTokenizer, facts_task, mc_task
 
 
 class FamilyEngine(FakeEngine):
