@@ -7,9 +7,9 @@ import json
 
 import pandas as pd
 import pytest
-from test_evaluate import TEXT, write_tasks
 
 from calibench.cli import main
+from test_evaluate import TEXT, write_tasks
 
 
 @pytest.fixture(scope="module")
