@@ -99,6 +99,15 @@ def test_verbalized_parsing_good_malformed_and_out_of_range() -> None:
     assert pv("probably", "linguistic").value == 0.70
     assert pv("likelyhood", "linguistic").value is None  # no word-prefix matches
     assert pv("80", "linguistic") == methods.Stated(None, "not on the scale")
+    # after the label, a stated value need not come first: one percentage, or one expression, is read
+    assert pv("I am 85% sure", "numeric").value == pytest.approx(0.85)
+    assert pv("I am 85 percent sure", "numeric").value == pytest.approx(0.85)
+    assert pv("It was built in 1889", "numeric") == methods.Stated(None, "not a number")  # a bare number: no
+    assert pv("between 60% and 80%", "numeric") == methods.Stated(None, "ambiguous")
+    assert pv("The proposed answer is highly unlikely", "linguistic").value == 0.05
+    assert pv("it is not likely", "linguistic") == methods.Stated(None, "negated")
+    assert pv("likely, or about even", "linguistic") == methods.Stated(None, "ambiguous")
+    assert pv("unlikelyhood", "linguistic") == methods.Stated(None, "not on the scale")
     pl = methods.parse_labelled
     assert pl(" Paris\nConfidence: 70", "numeric").value == pytest.approx(0.70)
     assert pl(" Paris. confidence level = 42 %", "numeric").value == pytest.approx(0.42)

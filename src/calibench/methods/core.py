@@ -1,20 +1,11 @@
 """The token-probability methods and what every method shares: options, prompts, the session.
 
-Every method is a function ``(engine, task, *, tokenizer=None, options=None, session=None) ->
-list[dict]`` that returns one record dict per item (``model``/``revision`` are filled in later by
-``calibench.scoring``). The methods only talk to the engine through ``score_options``,
-``next_token``, ``greedy`` and ``score_tokens`` (plus its ``tokens`` when it has them, to tokenise
-exactly as it does), so tests can drive them with a fake engine whose numbers are set by hand.
-
-Several methods need the same forward passes: continuation-sum/mean/min are three views of one
-``score_options`` call, and sequence / p-true share one greedy generation. A ``ScoringSession``
-(one per run, made by ``calibench.scoring.score``) holds those passes, so ``--methods all`` scores
-each task once; a method called without one makes its own and shares nothing.
-``ScoringSession.prefetch`` goes further where the engine has ``score_items``: choice and
-continuation-* of one item run as one prefix tree.
-
-Which method applies to which task kind is in ``APPLIES_TO``; calling a method on another kind raises
-``CalibenchError``. ``resolve_methods`` expands ``all`` to the methods that fit each task.
+The method signature, the engine calls methods may make and the session's shared passes are described
+in ``calibench.methods`` (the package docstring). Here: ``MethodOptions``, ``APPLIES_TO`` / ``OPT_IN``,
+prompt and tokenizer helpers, answer normalisation, ``ScoringSession`` (greedy answers, option scores,
+choice outputs, samples, hidden states; ``prefetch`` runs choice and continuation-* of one item as one
+prefix tree where the engine has ``score_items``), and the methods choice, continuation-*,
+first-token, sequence, p-true and token.
 """
 
 from __future__ import annotations

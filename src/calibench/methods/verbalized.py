@@ -7,8 +7,9 @@ gives the model's own greedy answer back and asks for the confidence alone ("Ver
 probabilities by ``LINGUISTIC``).
 
 Parsing never invents a number: a value is read only after the "Confidence:" label (the two-stage prompt
-ends in it), must be on the asked scale (a number for numeric, one of the expressions for linguistic)
-and, for numbers, within 0 to 100; 0.8 is read as 0.8 out of 100, as asked. An item whose confidence does
+ends in it), must be on the asked scale (numeric: a number at the start, or exactly one percentage;
+linguistic: exactly one expression of the list, not negated) and, for numbers, within 0 to 100; 0.8 is
+read as 0.8 out of 100, as asked. An item whose confidence does
 not parse, or whose one-stage answer names no option, is left out of the records; every record of the
 (task, method) carries ``n_items``, ``n_unparsed`` and the reasons, which ``calibench.validity`` turns into
 a parse-failure share. When no item parses there are no records to measure and the method raises.
@@ -45,6 +46,7 @@ LINGUISTIC: dict[str, float] = {
 _BY_LENGTH = sorted(LINGUISTIC, key=len, reverse=True)  # "probably not" before "probably"
 _LABEL = re.compile(r"confidence\s*(?:level)?\s*[:=]?", re.IGNORECASE)
 _NUMBER = re.compile(r"^\s*([-+]?\d+(?:\.\d+)?)\s*(%|percent)?")
+_PERCENT = re.compile(r"(?<![\w.])([-+]?\d+(?:\.\d+)?)\s*(?:%|percent\b)", re.IGNORECASE)
 _ONE_STAGE_EXTRA_TOKENS = 12  # room after the answer for "\nConfidence: 90"
 _TWO_STAGE_TOKENS = 6
 
@@ -58,22 +60,57 @@ class Stated:
     said: str = ""  # the number or expression as read
 
 
+def _phrases(low: str) -> list[tuple[int, str]]:
+    """Whole-word scale expressions in ``low`` (longest first at each position, no overlaps)."""
+    found: list[tuple[int, str]] = []
+    i = 0
+    while i < len(low):
+        if i == 0 or not low[i - 1].isalpha():
+            hit = next((p for p in _BY_LENGTH if low.startswith(p, i) and not low[i + len(p):i + len(p) + 1].isalpha()),
+                       None)
+            if hit:
+                found.append((i, hit))
+                i += len(hit)
+                continue
+        i += 1
+    return found
+
+
 def parse_value(text: str, scale: str) -> Stated:
-    """The confidence that ``text`` starts with, on ``scale`` ("numeric" 0-100, or "linguistic")."""
+    """The confidence ``text`` states on ``scale`` ("numeric" 0-100, or "linguistic").
+
+    Numeric: a number at the start ("85", "85%"), else exactly one percentage anywhere ("I am 85%
+    sure"); a bare number elsewhere is not read (it may be part of an answer). Linguistic: exactly one
+    expression of the scale, as whole words ("The proposed answer is highly unlikely"); a negated one
+    ("not likely") or two different ones are not read.
+    """
     text = text.strip().strip('"').strip()
     if scale == "linguistic":
         low = " ".join(text.lower().split())
-        for phrase in _BY_LENGTH:
-            if low.startswith(phrase) and not low[len(phrase):len(phrase) + 1].isalpha():
-                return Stated(LINGUISTIC[phrase], said=phrase)
-        return Stated(None, "not on the scale")
+        found = _phrases(low)
+        if not found:
+            return Stated(None, "not on the scale")
+        if len({p for _, p in found}) > 1:
+            return Stated(None, "ambiguous")
+        at, phrase = found[0]
+        before = low[:at].split()
+        if before and (before[-1] in ("not", "no", "never") or before[-1].endswith("n't")):
+            return Stated(None, "negated")
+        return Stated(LINGUISTIC[phrase], said=phrase)
     m = _NUMBER.match(text)
-    if not m:
-        return Stated(None, "not a number")
-    x = float(m.group(1))
+    if m:
+        x = float(m.group(1))
+        said = m.group(0).strip()
+    else:
+        pcts = _PERCENT.findall(text)
+        if not pcts:
+            return Stated(None, "not a number")
+        if len(set(pcts)) > 1:
+            return Stated(None, "ambiguous")
+        x, said = float(pcts[0]), pcts[0] + "%"
     if not 0.0 <= x <= 100.0:
         return Stated(None, "out of range")
-    return Stated(x / 100.0, said=m.group(0).strip())
+    return Stated(x / 100.0, said=said)
 
 
 def parse_labelled(text: str, scale: str) -> Stated:
