@@ -143,8 +143,9 @@ def test_verbalized_two_stage_states_confidence_in_the_greedy_answer() -> None:
 
 def test_verbalized_with_no_parseable_answer_is_an_error_not_made_up_numbers() -> None:
     engine = _facts_engine(verbal={"France": " Paris", "Utopia": " no idea", "Peru": " Lima"})
-    with pytest.raises(CalibenchError, match="none of the 3 answers states a confidence"):
+    with pytest.raises(methods.NoStatedConfidence, match="none of the 3 answers states a confidence"):
         methods.verbalized(engine, facts_task())
+    assert issubclass(methods.NoStatedConfidence, CalibenchError)  # a one-line CLI error
 
 
 def test_verbalized_on_multiple_choice_reads_the_letter() -> None:

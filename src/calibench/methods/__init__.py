@@ -63,7 +63,7 @@ from calibench.methods.verbalized import (
 )
 
 __all__ = [
-    "APPLIES_TO", "CONTINUATION_METHODS", "FAMILY_OPTIONS", "GOLD_KEY", "LETTERS", "LINGUISTIC", "METHODS", "OPT_IN", "P_TRUE_SHOTS",
+    "APPLIES_TO", "CONTINUATION_METHODS", "FAMILY_OPTIONS", "GOLD_KEY", "LETTERS", "LINGUISTIC", "METHODS", "NoStatedConfidence", "OPT_IN", "P_TRUE_SHOTS",
     "P_TRUE_TEMPLATE", "VERBAL_SCALES", "CrossFit", "MethodOptions", "Proposal", "ScoringSession", "Stated",
     "agreement_share", "answer_key", "answer_matches", "answer_token_ids", "choice", "cluster_probs", "consistency",
     "continuation_mean", "continuation_min", "continuation_sum", "cross_fit", "entropy", "first_sentence",

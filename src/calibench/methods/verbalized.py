@@ -51,6 +51,10 @@ _ONE_STAGE_EXTRA_TOKENS = 12  # room after the answer for "\nConfidence: 90"
 _TWO_STAGE_TOKENS = 6
 
 
+class NoStatedConfidence(CalibenchError):
+    """No item of a (task, method) states a parseable confidence: the model cannot be measured this way."""
+
+
 @dataclass(frozen=True)
 class Stated:
     """A parsed confidence: ``value`` in [0, 1] or None with the ``reason`` it is missing."""
@@ -172,7 +176,7 @@ def _verbalized(method: str, engine: Any, task: Any, tokenizer: Any, options: Ma
     n_unparsed = sum(reasons.values())
     if n_unparsed == len(rows):
         example = next((g for *_, g in rows if g.strip()), "")
-        raise CalibenchError(
+        raise NoStatedConfidence(
             f"method '{method}' on task '{task.name}': none of the {len(rows)} answers states a confidence "
             f"on the {ses.options.verbal_scale} scale ({dict(reasons)}; e.g. {example[:60]!r}); the model cannot "
             "be measured with this method, leave it out of --methods")
