@@ -55,6 +55,7 @@ from calibench.methods.ptrue import P_TRUE_SHOTS, p_true_fewshot
 from calibench.methods.registry import METHODS, parse_methods, resolve_methods
 from calibench.methods.verbalized import (
     LINGUISTIC,
+    NoStatedConfidence,
     Stated,
     parse_labelled,
     parse_value,
@@ -63,7 +64,8 @@ from calibench.methods.verbalized import (
 )
 
 __all__ = [
-    "APPLIES_TO", "CONTINUATION_METHODS", "FAMILY_OPTIONS", "GOLD_KEY", "LETTERS", "LINGUISTIC", "METHODS", "NoStatedConfidence", "OPT_IN", "P_TRUE_SHOTS",
+    "APPLIES_TO", "CONTINUATION_METHODS", "FAMILY_OPTIONS", "GOLD_KEY", "LETTERS", "LINGUISTIC", "METHODS",
+    "NoStatedConfidence", "OPT_IN", "P_TRUE_SHOTS",
     "P_TRUE_TEMPLATE", "VERBAL_SCALES", "CrossFit", "MethodOptions", "Proposal", "ScoringSession", "Stated",
     "agreement_share", "answer_key", "answer_matches", "answer_token_ids", "choice", "cluster_probs", "consistency",
     "continuation_mean", "continuation_min", "continuation_sum", "cross_fit", "entropy", "first_sentence",
