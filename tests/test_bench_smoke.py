@@ -120,3 +120,16 @@ def test_cli_scale_bench_runs_the_real_command_on_both_codes(tmp_path: Path) -> 
     df = read_records(path)
     accuracy = float(run["table"]["accuracy"].split()[0])
     assert accuracy == pytest.approx(df["correct"].mean(), abs=5e-5)
+
+
+def test_methods_cost_runs_every_method_at_toy_size(small_model) -> None:
+    import bench_methods_cost as B
+
+    model, tok = small_model
+    rows = B.measure(model, tok, limit=6, n_samples=2, batch_size=4)
+    done = {(r["task"], r["method"]) for r in rows}
+    assert ("world-mc", "probe") in done and ("world-facts", "semantic") in done
+    for r in rows:
+        assert "error" in r or (r["tokens_per_item"] > 0 and r["records"] >= 1)
+    sampled = {r["method"]: r["tokens_per_item"] for r in rows if r["task"] == "world-facts" and "error" not in r}
+    assert sampled["consistency"] > sampled["sequence"]  # the samples cost on top of the greedy answer

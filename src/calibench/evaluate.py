@@ -25,7 +25,7 @@ import re
 import shlex
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
@@ -139,6 +139,7 @@ def run_eval(
     stride: int | None = None,
     command: str | None = None,
     figures: bool = True,
+    method_options: Mapping[str, Any] | None = None,
 ) -> RunResult:
     """Evaluate one model on ``tasks`` with ``methods`` (``"all"`` or names) and write ``out_dir``.
 
@@ -156,8 +157,8 @@ def run_eval(
         raise CalibenchError(f"n_bins must be >= 1, got {n_bins}")
     if bootstrap < 0:
         raise CalibenchError(f"bootstrap must be >= 0, got {bootstrap}")
-    opts = method_options(num_fewshot=num_fewshot, chat_template=chat_template, max_new_tokens=max_new_tokens,
-                          window=window, stride=stride)
+    opts = make_method_options(num_fewshot=num_fewshot, chat_template=chat_template,
+                               max_new_tokens=max_new_tokens, window=window, stride=stride, extra=method_options)
     parse_methods(methods)
     from calibench.models.loading import load_model, parse_model_args
 
@@ -211,11 +212,14 @@ def run_eval(
 # -- the shared steps (run_eval above, study eval units in calibench.study.work) ---------------------------
 
 
-def method_options(*, num_fewshot: int = 0, chat_template: bool = False, max_new_tokens: int = 8,
-                   window: int | None = None, stride: int | None = None) -> MethodOptions:
-    """The method options of a run, validated (one place builds them for runs and study units)."""
+def make_method_options(*, num_fewshot: int = 0, chat_template: bool = False, max_new_tokens: int = 8,
+                        window: int | None = None, stride: int | None = None,
+                        extra: Mapping[str, Any] | None = None) -> MethodOptions:
+    """The method options of a run, validated (one place builds them for runs and study units);
+    ``extra`` holds the sampling, probe and verbalized options (``--n-samples``, ``method_options:``)."""
     return MethodOptions.from_mapping({"num_fewshot": num_fewshot, "chat_template": chat_template,
-                                       "max_new_tokens": max_new_tokens, "window": window, "stride": stride})
+                                       "max_new_tokens": max_new_tokens, "window": window, "stride": stride,
+                                       **(extra or {})})
 
 
 def provenance(loaded: Any) -> tuple[str, str]:

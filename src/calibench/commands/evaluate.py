@@ -88,6 +88,12 @@ def eval_command(
     threads: int | None = typer.Option(None, "--threads", min=1,
                                        help="torch intra-op threads (default: 1 for small models or a busy CPU, "
                                        "else torch's; see calibench.threads)."),
+    n_samples: int = typer.Option(10, "--n-samples", min=1,
+                                  help="Samples per item (consistency, semantic, p-true-fewshot)."),
+    temperature: float = typer.Option(1.0, "--temperature", help="Sampling temperature of those samples (> 0)."),
+    probe_layer: int | None = typer.Option(None, "--probe-layer", help="Hidden layer the probe reads (default: middle)."),
+    probe_folds: int = typer.Option(5, "--probe-folds", min=2, help="Cross-fitting folds of the probe."),
+    verbal_scale: str = typer.Option("numeric", "--verbal-scale", help="verbalized: numeric (0-100) or linguistic."),
 ) -> None:
     """Score a model on tasks with confidence methods; write records, metrics, diagrams and config."""
     from calibench.evaluate import CONFIG_FILE, METRICS_FILE, run_eval
@@ -112,9 +118,15 @@ def eval_command(
             chat_template=chat_template, n_bins=n_bins, bootstrap=bootstrap, trust_remote_code=trust_remote_code,
             allow_pickle=allow_pickle, progress=not quiet, max_new_tokens=max_new_tokens,
             command=shlex.join(["calibench", *sys.argv[1:]]), figures=not no_figures,
+            method_options={"n_samples": n_samples, "temperature": temperature, "probe_layer": probe_layer,
+                            "probe_folds": probe_folds, "verbal_scale": verbal_scale},
         )
     console = _console()
     console.print(summary_table(result.metrics, title=f"calibration · {out}"))
+    from calibench.validity import validity_table, warnings
+
+    for line in warnings(validity_table(result.records)):
+        console.print(f"[yellow]{line}[/yellow]", highlight=False)
     console.print(f"wrote {out}/{RECORDS_FILE} ({len(result.records)} records), {METRICS_FILE}, {CONFIG_FILE}")
 
 

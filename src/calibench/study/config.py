@@ -164,7 +164,8 @@ def parse_study(raw: Any, path: Path) -> Study:
     tasks = _tasks(ctx, spec.tasks, spec.methods)
     train = _train(ctx, spec.train)
     models = _models(ctx, spec.models, {t.name: t for t in train}, {t.name for t in tasks}, path)
-    return Study(name=spec.name, path=path, description=spec.description or "", settings=spec.settings.model_dump(),
+    return Study(name=spec.name, path=path, description=spec.description or "", settings=spec.settings.model_dump(exclude_none=False,
+                 exclude={"method_options"} if spec.settings.method_options is None else set()),
                  resources={**DEFAULT_RESOURCES, **spec.resources.given()}, metrics=spec.metrics, tasks=tasks,
                  train=train, models=models)
 

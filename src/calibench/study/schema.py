@@ -17,7 +17,8 @@ from typing import Annotated, Any
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 from pydantic_core import PydanticCustomError
 
-from calibench.methods import METHODS
+from calibench.errors import CalibenchError
+from calibench.methods import FAMILY_OPTIONS, METHODS, MethodOptions
 from calibench.metrics import METRICS
 from calibench.models.devices import device_problem
 
@@ -157,6 +158,21 @@ def _mapping(value: Any) -> dict[str, Any]:
     return value
 
 
+def _method_options(value: Any) -> dict[str, Any] | None:
+    """The confidence families' knobs (``calibench.methods.FAMILY_OPTIONS``), checked by ``MethodOptions``."""
+    if value is None:
+        return None
+    opts = _mapping(value)
+    unknown = sorted(set(opts) - set(FAMILY_OPTIONS))
+    if unknown:
+        raise fail(f"unknown option(s) {unknown} (known: {', '.join(FAMILY_OPTIONS)})")
+    try:
+        MethodOptions.from_mapping(opts)
+    except (CalibenchError, TypeError) as err:
+        raise fail(str(err)) from None
+    return dict(sorted(opts.items()))
+
+
 def _v(fn: Callable[[Any], Any]) -> BeforeValidator:
     return BeforeValidator(fn)
 
@@ -202,6 +218,7 @@ class SettingsSpec(Spec):
     batch_size: Int1 = 8
     device: Annotated[str, _v(_device)] = "cpu"
     threads: OptInt1 = None
+    method_options: Annotated[dict[str, Any] | None, _v(_method_options)] = None
 
 
 class ResourcesSpec(Spec):

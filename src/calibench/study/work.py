@@ -68,7 +68,7 @@ class ModelCache:
 
 def eval_records(spec: dict[str, Any], cache: ModelCache) -> pd.DataFrame:
     """Score one model revision on one task with the unit's methods; the records, in memory."""
-    from calibench.evaluate import load_tasks, method_options, score_loaded, seed_everything
+    from calibench.evaluate import load_tasks, make_method_options, score_loaded, seed_everything
     from calibench.methods import parse_methods, resolve_methods
     from calibench.threads import count_parameters, resolve_threads, torch_threads
     from calibench.train.config import quiet_transformers
@@ -77,7 +77,8 @@ def eval_records(spec: dict[str, Any], cache: ModelCache) -> pd.DataFrame:
 
     s = spec["settings"]
     methods = list(spec["methods"])
-    opts = method_options(num_fewshot=s["num_fewshot"], chat_template=spec["chat_template"])
+    opts = make_method_options(num_fewshot=s["num_fewshot"], chat_template=spec["chat_template"],
+                               extra=s.get("method_options"))
     parse_methods(methods)
     args = model_args(spec, path=spec.get("checkpoint_path"))
     seed_everything(s["seed"])

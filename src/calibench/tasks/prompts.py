@@ -120,3 +120,48 @@ def select_fewshot(task: Task, item: Any, k: int, *, seed: int = 0) -> list:
     if explicit:
         return pool[:k]
     return random.Random(f"{seed}/{item.item_id}/fewshot").sample(pool, k)
+
+
+# -- confidence families beyond token probabilities (calibench.methods.verbalized, .ptrue) ----------
+
+VERBAL_NUMERIC_ASK = "how confident you are that your answer is correct, as a number from 0 to 100"
+VERBAL_LINGUISTIC_ASK = ("how likely your answer is to be correct, as one of: almost certain, highly likely, "
+                         "very good chance, probable, likely, we believe, probably, better than even, about even, "
+                         "we doubt, improbable, unlikely, probably not, little chance, almost no chance, "
+                         "highly unlikely, chances are slight")
+
+
+def _verbal_ask(scale: str) -> str:
+    return VERBAL_LINGUISTIC_ASK if scale == "linguistic" else VERBAL_NUMERIC_ASK
+
+
+def verbal_question(item: Any) -> str:
+    """The question a verbalized prompt asks: the lettered options for mc, the open cloze for facts."""
+    if isinstance(item, MCItem):
+        return _choice_block(item)[: -len("\nAnswer:")]
+    return fact_prompt(item) + " ..."
+
+
+def verbal_one_stage_prompt(item: Any, scale: str, chat_template: Any | None = None) -> str:
+    """One stage (Tian et al. 2023 "Verb. 1S"): the answer, then on its own line "Confidence: ..."."""
+    what = "the letter of the correct option" if isinstance(item, MCItem) else "the words that complete the statement"
+    text = (f"Answer with {what}. Then, on a new line, write \"Confidence:\" followed by {_verbal_ask(scale)}.\n\n"
+            f"Question: {verbal_question(item)}\nAnswer:")
+    return apply_chat(text, chat_template)
+
+
+def verbal_two_stage_prompt(item: Any, answer: str, scale: str, chat_template: Any | None = None) -> str:
+    """Two stages (Tian et al. "Verb. 2S", Xiong et al. 2024): the model's answer is given back and the
+    confidence asked on its own; the prompt ends in "Confidence:" so the stated value comes next."""
+    text = (f"Question: {verbal_question(item)}\nProposed answer: {answer}\n"
+            f"Say {_verbal_ask(scale).replace('your answer', 'the proposed answer')}.\nConfidence:")
+    return apply_chat(text, chat_template)
+
+
+def p_true_fewshot_block(question: str, ideas: Sequence[str], answer: str, verdict: bool | None = None) -> str:
+    """Kadavath et al. 2022's P(True) with brainstormed samples; a solved shot ends in " (A)" / " (B)"."""
+    text = (f"Question: {question}\nHere are some brainstormed ideas: " + "\n".join(ideas) +
+            f"\nPossible Answer: {answer}\nIs the possible answer:\n (A) True\n (B) False\nThe possible answer is:")
+    if verdict is not None:
+        text += " (A)" if verdict else " (B)"
+    return text

@@ -3,7 +3,8 @@
 Modules, along the data flow: ``tokens`` (text -> ids, the one place a continuation is tokenised
 after its context), ``plan`` (route each request to a path, named slots for the answers),
 ``packed`` (prefix trees in one row, shared headers through a KV cache), ``plain`` (lm-eval's one
-sequence per request), ``generate`` (greedy decoding), ``clm`` (sliding CLM windows), ``forward``
+sequence per request), ``generate`` (greedy decoding), ``sample`` (seeded temperature sampling),
+``hidden`` (hidden states for probes), ``clm`` (sliding CLM windows), ``forward``
 (one model call), and ``core`` (``ScoringEngine``, the facade the rest of calibench uses).
 """
 

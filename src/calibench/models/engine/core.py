@@ -23,9 +23,11 @@ from calibench.models.engine.batching import Progress, chunks, length_order
 from calibench.models.engine.clm import Window, token_batch, windows
 from calibench.models.engine.forward import Forward
 from calibench.models.engine.generate import finish_generation, greedy_batch
+from calibench.models.engine.hidden import last_hidden
 from calibench.models.engine.packed import run_tree, tree_agrees
 from calibench.models.engine.plain import run_plain
 from calibench.models.engine.plan import Plan, make_plan
+from calibench.models.engine.sample import sample_batch, sample_rng
 from calibench.models.engine.tokens import Tokens
 from calibench.models.engine.types import (
     ContinuationScore,
@@ -237,6 +239,93 @@ class ScoringEngine:
                 bar.update(len(chunk))
         bar.close()
         return results  # type: ignore[return-value]
+
+    def _encode_for_generation(self, prompts: Sequence[str], max_new_tokens: int) -> list[tuple[list[int], int]]:
+        """Prompt ids cut from the left so ``max_new_tokens`` fit, with how many were dropped."""
+        budget = max(1, self.max_length - max_new_tokens)
+        encoded = []
+        for ids in self.encode_many(prompts):
+            ids = ids or [self.prefix_token_id]
+            encoded.append((ids[-budget:], max(0, len(ids) - budget)))
+        return encoded
+
+    # ------------------------------------------------------------------ sampling
+
+    def sample(
+        self,
+        prompts: Sequence[str],
+        *,
+        seeds: Sequence[int],
+        n: int,
+        temperature: float = 1.0,
+        max_new_tokens: int = 16,
+        stop: Sequence[str] = ("\n",),
+    ) -> list[list[Generation]]:
+        """``n`` temperature samples per prompt, cut like ``greedy``; sample j of prompt i is seeded by
+        (``seeds[i]``, j), so the same seeds give the same samples whatever the batch size or company.
+
+        A batch row is one (prompt, sample) pair; the prompt's prefix is recomputed per sample (simple,
+        and n times the prompt cost: see docs/performance.md).
+        """
+        import torch
+
+        if n < 1:
+            raise CalibenchError(f"the number of samples must be at least 1, got {n}")
+        if not temperature > 0:
+            raise CalibenchError(f"the sampling temperature must be > 0, got {temperature}")
+        if max_new_tokens < 1:
+            raise CalibenchError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
+        if len(seeds) != len(prompts):
+            raise CalibenchError(f"{len(seeds)} seeds for {len(prompts)} prompts")
+        stops = [s for s in stop if s]
+        encoded = self._encode_for_generation(prompts, max_new_tokens)
+        pairs = [(i, j) for i in range(len(prompts)) for j in range(n)]
+        order = length_order([len(encoded[i][0]) for i, _ in pairs])
+        results: list[list[Generation | None]] = [[None] * n for _ in prompts]
+        bar = Progress(self.progress, len(pairs), "sampling")
+        eos = self.tokenizer.eos_token_id
+        with torch.inference_mode():
+            for chunk in chunks(order, self.batch_size):
+                rows = [encoded[pairs[k][0]][0] for k in chunk]
+                rngs = [sample_rng(seeds[pairs[k][0]], pairs[k][1]) for k in chunk]
+                gens = sample_batch(self.forward, self.tokenizer, rows, rngs, float(temperature), max_new_tokens,
+                                    stops, eos)
+                for k, (ids, lps) in zip(chunk, gens, strict=True):
+                    i, j = pairs[k]
+                    results[i][j] = finish_generation(self.tokenizer, ids, lps, stops, encoded[i][1])
+                bar.update(len(chunk))
+        bar.close()
+        return results  # type: ignore[return-value]
+
+    # ------------------------------------------------------------------ hidden states
+
+    def hidden_states(self, prompts: Sequence[str], *, layer: int) -> Any:
+        """[n, d] float64 hidden states of layer ``layer`` (0: embeddings; negative from the end) at each
+        prompt's last token, where the model is about to answer."""
+        import numpy as np
+        import torch
+
+        n_layers = self.num_layers()
+        if n_layers and not -(n_layers + 1) <= layer <= n_layers:
+            raise CalibenchError(f"layer {layer} is out of range for a model with {n_layers} layers "
+                                 f"(0..{n_layers}, or negative from the end)")
+        encoded = [e[0] for e in self._encode_for_generation(prompts, 1)]
+        out: list[Any] = [None] * len(prompts)
+        bar = Progress(self.progress, len(prompts), "hidden states")
+        with torch.inference_mode():
+            for chunk in chunks(length_order([len(e) for e in encoded]), self.batch_size):
+                states = last_hidden(self.forward, [encoded[i] for i in chunk], layer)
+                for i, h in zip(chunk, states, strict=True):
+                    out[i] = h
+                bar.update(len(chunk))
+        bar.close()
+        return np.stack(out) if out else np.zeros((0, 0))
+
+    def num_layers(self) -> int:
+        """Transformer layers of the model (hidden states run 0..num_layers)."""
+        cfg = getattr(self.model, "config", None)
+        cfg = getattr(cfg, "text_config", None) or cfg
+        return int(getattr(cfg, "num_hidden_layers", 0) or 0)
 
     # ------------------------------------------------------------------ CLM token scoring
 

@@ -1,24 +1,16 @@
-"""Confidence extraction methods: from the scoring engine's raw numbers to contract records.
+"""The token-probability methods and what every method shares: options, prompts, the session.
 
-Every method is a function ``(engine, task, *, tokenizer=None, options=None, session=None) ->
-list[dict]`` that returns one record dict per item (``model``/``revision`` are filled in later by
-``calibench.scoring``). The methods only talk to the engine through ``score_options``,
-``next_token``, ``greedy`` and ``score_tokens`` (plus its ``tokens`` when it has them, to tokenise
-exactly as it does), so tests can drive them with a fake engine whose numbers are set by hand.
-
-Several methods need the same forward passes: continuation-sum/mean/min are three views of one
-``score_options`` call, and sequence / p-true share one greedy generation. A ``ScoringSession``
-(one per run, made by ``calibench.scoring.score``) holds those passes, so ``--methods all`` scores
-each task once; a method called without one makes its own and shares nothing.
-``ScoringSession.prefetch`` goes further where the engine has ``score_items``: choice and
-continuation-* of one item run as one prefix tree.
-
-Which method applies to which task kind is in ``APPLIES_TO``; calling a method on another kind raises
-``CalibenchError``. ``resolve_methods`` expands ``all`` to the methods that fit each task.
+The method signature, the engine calls methods may make and the session's shared passes are described
+in ``calibench.methods`` (the package docstring). Here: ``MethodOptions``, ``APPLIES_TO`` / ``OPT_IN``,
+prompt and tokenizer helpers, answer normalisation, ``ScoringSession`` (greedy answers, option scores,
+choice outputs, samples, hidden states; ``prefetch`` runs choice and continuation-* of one item as one
+prefix tree where the engine has ``score_items``), and the methods choice, continuation-*,
+first-token, sequence, p-true and token.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import string
@@ -46,7 +38,22 @@ APPLIES_TO: dict[str, tuple[str, ...]] = {
     "sequence": ("facts",),
     "p-true": ("facts", "mc"),
     "token": ("clm",),
+    # families beyond token probabilities (calibench.methods.verbalized / agreement / ptrue / probe)
+    "verbalized": ("facts", "mc"),
+    "verbalized-2s": ("facts", "mc"),
+    "consistency": ("facts", "mc"),
+    "semantic": ("facts", "mc"),
+    "p-true-fewshot": ("facts", "mc"),
+    "probe": ("facts", "mc"),
 }
+
+# Run only when named: ``all`` keeps meaning the token-probability methods, since these sample, prompt
+# for a stated confidence or fit probes (several times the cost, and some need an able model).
+OPT_IN: frozenset[str] = frozenset({"verbalized", "verbalized-2s", "consistency", "semantic", "p-true-fewshot",
+                                    "probe"})
+VERBAL_SCALES = ("numeric", "linguistic")
+# the MethodOptions fields of those families (a study's settings.method_options, the eval CLI's options)
+FAMILY_OPTIONS = ("n_samples", "temperature", "probe_layer", "probe_folds", "verbal_scale")
 
 # The p-true question (Kadavath et al. 2022, simplified to one line of options).
 P_TRUE_TEMPLATE = "Question: {question}\nProposed answer: {answer}\nIs the proposed answer true?\nAnswer:"
@@ -62,6 +69,11 @@ class MethodOptions:
     max_new_tokens: int = 8
     window: int | None = None
     stride: int | None = None
+    n_samples: int = 10  # consistency, semantic, p-true-fewshot (its brainstormed ideas)
+    temperature: float = 1.0  # of those samples
+    probe_layer: int | None = None  # hidden-state layer the probe reads (None: the middle layer)
+    probe_folds: int = 5  # cross-fitting folds of the probe
+    verbal_scale: str = "numeric"  # verbalized confidence: "numeric" (0-100) or "linguistic" (a scale of words)
 
     @classmethod
     def from_mapping(cls, options: Mapping[str, Any] | MethodOptions | None) -> MethodOptions:
@@ -78,6 +90,14 @@ class MethodOptions:
             raise CalibenchError(f"num_fewshot must be >= 0, got {opts.num_fewshot}")
         if opts.max_new_tokens < 1:
             raise CalibenchError(f"max_new_tokens must be >= 1, got {opts.max_new_tokens}")
+        if opts.n_samples < 1:
+            raise CalibenchError(f"n_samples must be >= 1, got {opts.n_samples}")
+        if not opts.temperature > 0:
+            raise CalibenchError(f"temperature must be > 0, got {opts.temperature}")
+        if opts.probe_folds < 2:
+            raise CalibenchError(f"probe_folds must be >= 2, got {opts.probe_folds}")
+        if opts.verbal_scale not in VERBAL_SCALES:
+            raise CalibenchError(f"verbal_scale must be one of {', '.join(VERBAL_SCALES)}, got {opts.verbal_scale!r}")
         return opts
 
 
@@ -258,6 +278,34 @@ class ScoringSession:
 
         return self._pass("choice", task, compute)
 
+    def samples(self, task: Any) -> list[list[_Answer]]:
+        """``n_samples`` seeded samples per item at ``temperature`` (facts: the fact prompt, each sample cut
+        like the greedy answer; mc: the choice prompt, two tokens for the letter)."""
+
+        def compute() -> list[list[_Answer]]:
+            opts = self.options
+            if task.kind == "mc":
+                prompts, new = _choice_prompts(task, self.tok, opts), 2
+            else:
+                prompts, new = _fact_prompts(task, self.tok, opts), opts.max_new_tokens
+            seeds = [item_seed(opts.seed, task.name, it.item_id, "sample") for it in task.items]
+            gens = self.engine.sample(prompts, seeds=seeds, n=opts.n_samples, temperature=opts.temperature,
+                                      max_new_tokens=new, stop=("\n",))
+            return [[_cut_generation(self.tok, g) for g in row] for row in gens]
+
+        return self._pass("samples", task, compute)
+
+    def hidden(self, task: Any) -> tuple[np.ndarray, int]:
+        """Hidden states at the last prompt token (the fact prompt, or the choice prompt) and the layer."""
+
+        def compute() -> tuple[np.ndarray, int]:
+            opts = self.options
+            layer = opts.probe_layer if opts.probe_layer is not None else self.engine.num_layers() // 2
+            prompts = _choice_prompts(task, self.tok, opts) if task.kind == "mc" else _fact_prompts(task, self.tok, opts)
+            return np.asarray(self.engine.hidden_states(prompts, layer=layer), dtype=np.float64), int(layer)
+
+        return self._pass("hidden", task, compute)
+
     def prefetch(self, task: Any, methods: Sequence[str]) -> None:
         """Run the passes of several methods in one engine call, before the methods read them.
 
@@ -293,6 +341,12 @@ def _session(engine: Any, tokenizer: Any, options: Mapping[str, Any] | MethodOpt
     if options is not None and MethodOptions.from_mapping(options) != session.options:
         raise CalibenchError("method options differ from the scoring session's options")
     return session
+
+
+def item_seed(seed: int, task_name: str, item_id: Any, purpose: str) -> int:
+    """A 64-bit seed per (run seed, task, item, purpose): stable across runs, limits and batch sizes."""
+    digest = hashlib.sha256(f"{seed}\x1f{task_name}\x1f{item_id}\x1f{purpose}".encode()).digest()
+    return int.from_bytes(digest[:8], "little")
 
 
 def _task_key(task: Any) -> tuple:
@@ -575,53 +629,3 @@ def token(engine: Any, task: Any, *, tokenizer: Any = None, options: Mapping[str
             rec["extra"] = json.loads(rec["extra"])
             rows.append(rec)
     return rows
-
-
-METHODS: dict[str, Callable[..., list[dict]]] = {
-    "choice": choice,
-    "continuation-sum": continuation_sum,
-    "continuation-mean": continuation_mean,
-    "continuation-min": continuation_min,
-    "first-token": first_token,
-    "sequence": sequence,
-    "p-true": p_true,
-    "token": token,
-}
-
-
-def parse_methods(spec: str | Sequence[str]) -> list[str] | None:
-    """``"all"`` -> None (every applicable method); else a validated, de-duplicated list of names."""
-    names = [s.strip() for s in spec.split(",")] if isinstance(spec, str) else [str(s).strip() for s in spec]
-    names = [n for n in names if n]
-    if not names:
-        raise CalibenchError("no methods given (use --methods all or a comma-separated list)")
-    if names == ["all"]:
-        return None
-    unknown = [n for n in names if n not in METHODS]
-    if unknown:
-        raise CalibenchError(f"unknown method '{unknown[0]}'; choose from: all, {', '.join(METHODS)}")
-    return list(dict.fromkeys(names))
-
-
-def resolve_methods(spec: str | Sequence[str], tasks: Sequence[Any]) -> list[tuple[Any, str]]:
-    """The (task, method) units to run, in task order then METHODS order.
-
-    ``all`` runs every method that applies to each task's kind (others are skipped without noise).
-    An explicit method runs on the tasks it applies to; a method that applies to none of the given
-    tasks is an error, since it would silently produce nothing.
-    """
-    names = parse_methods(spec)
-    chosen = list(METHODS) if names is None else names
-    if names is not None:
-        kinds = {t.kind for t in tasks}
-        for name in names:
-            if not kinds.intersection(APPLIES_TO[name]):
-                listed = ", ".join(f"{t.name} ({t.kind})" for t in tasks)
-                raise CalibenchError(
-                    f"method '{name}' does not apply to any given task [{listed}]; "
-                    f"it needs a {' or '.join(APPLIES_TO[name])} task"
-                )
-    units = [(t, m) for t in tasks for m in chosen if t.kind in APPLIES_TO[m]]
-    if not units:
-        raise CalibenchError("no method applies to the given tasks")
-    return units
