@@ -1,0 +1,62 @@
+"""Bootstrap replicates of the bias-corrected calibration errors (``debiased_ce``, ``ece_sweep``).
+
+Kept apart from :mod:`calibench.metrics.replicates` (the builders of the plug-in metrics) but built the
+same way, from a resample's counts per top-label atom (:class:`~calibench.metrics.resample.CountChunk`):
+
+- ``debiased``: equal-width bins are fixed runs of atoms, so per-bin counts and correct counts are
+  differences of the chunk's prefix sums at the bin edges and confidence sums are dot products; the
+  debiased error of every resample row then comes from ``calibration.debiased_from_sums`` at once.
+  Equal-mass bins move with the resample: the builder returns None (the metric runs per resample).
+- ``sweep``: a resample in sorted order is the atoms repeated by their counts (``np.repeat``), so the
+  monotonic sweep runs on each resample without sorting it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from calibench.metrics._validate import as_n_bins
+from calibench.metrics.binning import assign_bins
+from calibench.metrics.calibration import debiased_from_sums, sweep_sorted
+from calibench.metrics.resample import CountChunk, Kernel, Layout
+
+
+def debiased(inputs: tuple[np.ndarray, ...], options: Mapping[str, Any], layout: Layout) -> Kernel | None:
+    """Replicates of ``debiased_ce`` with equal-width bins (None for other options)."""
+    top = layout.top
+    if top is None or options.get("binning", "width") != "width" or set(options) - {"n_bins", "binning"}:
+        return None
+    n_bins = as_n_bins(options.get("n_bins", 10))
+    bins = assign_bins(top.c, n_bins=n_bins, binning="width")[0]
+    edges = np.searchsorted(bins, np.arange(n_bins + 1), side="left")  # bin b: atoms edges[b]:edges[b + 1]
+
+    def kernel(chunk: CountChunk) -> np.ndarray:
+        total, wrong = chunk.prefix("total"), chunk.prefix("wrong")
+        counts = total[:, edges[1:]] - total[:, edges[:-1]]
+        n_correct = counts - (wrong[:, edges[1:]] - wrong[:, edges[:-1]])
+        k = chunk.atoms_f
+        conf = np.zeros((chunk.rows, n_bins))
+        for b in range(n_bins):
+            lo, hi = int(edges[b]), int(edges[b + 1])
+            if hi > lo:
+                conf[:, b] = k[:, lo:hi] @ top.c[lo:hi]
+        return debiased_from_sums(counts, n_correct.astype(np.float64), conf, top.n)
+
+    return kernel
+
+
+def sweep(inputs: tuple[np.ndarray, ...], options: Mapping[str, Any], layout: Layout) -> Kernel | None:
+    """Replicates of ``ece_sweep``: each resample rebuilt in sorted order from its atom counts."""
+    top = layout.top
+    if top is None or options:
+        return None
+    y = top.y.astype(np.float64)
+
+    def kernel(chunk: CountChunk) -> np.ndarray:
+        counts = chunk.atoms
+        return np.array([sweep_sorted(np.repeat(top.c, row), np.repeat(y, row))[0] for row in counts])
+
+    return kernel
