@@ -15,9 +15,9 @@ import numpy as np
 import pandas as pd
 
 from calibench.errors import CalibenchError
+from calibench.metrics import intervals
 from calibench.metrics._validate import as_n_bins, top_label
 from calibench.metrics.binning import check_binning
-from calibench.metrics import intervals
 from calibench.metrics.bootstrap import metric_kernel
 from calibench.metrics.registry import METRICS, group_inputs, metric_function, padded_probs
 from calibench.metrics.resample import Layout, replicate_all
