@@ -12,7 +12,7 @@ from calibench.errors import CalibenchError
 from calibench.metrics import METRICS, ace, aurc, ece, metric_function, nll, sce, summarize
 from calibench.records import make_records
 
-TOP_NAMES = ["accuracy", "ece", "ace", "mce", "rmsce", "debiased_ce", "ece_sweep", "brier_top", "auroc", "aurc",
+TOP_NAMES = ["accuracy", "ece", "ace", "mce", "rmsce", "dce", "ece_sweep", "brier_top", "auroc", "aurc",
              "smooth_ece"]
 ALL_NAMES = [
     "accuracy",
@@ -20,7 +20,7 @@ ALL_NAMES = [
     "ace",
     "mce",
     "rmsce",
-    "debiased_ce",
+    "dce",
     "ece_sweep",
     "sce",
     "brier",

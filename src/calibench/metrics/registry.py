@@ -120,7 +120,7 @@ METRICS: Mapping[str, MetricSpec] = MappingProxyType(
             MetricSpec("ace", ace, "top", ("n_bins",), vectorised.binned(binning="mass")),
             MetricSpec("mce", mce, "top", _WIDTH_OR_MASS, vectorised.binned(norm="max")),
             MetricSpec("rmsce", rmsce, "top", _WIDTH_OR_MASS, vectorised.binned(norm="l2")),
-            MetricSpec("debiased_ce", debiased_ce, "top", _WIDTH_OR_MASS, debiased_replicates.debiased),
+            MetricSpec("dce", debiased_ce, "top", _WIDTH_OR_MASS, debiased_replicates.debiased),
             MetricSpec("ece_sweep", ece_sweep, "top", (), debiased_replicates.sweep),
             MetricSpec("sce", sce, "probs", ("n_bins",), vectorised.sce),
             MetricSpec("brier", brier, "probs", (), vectorised.mean_of(brier_losses)),
