@@ -161,3 +161,17 @@ def test_padded_probs_keep_brier_and_nll_per_item() -> None:
     assert out["brier"] == pytest.approx((brier_a + brier_b) / 2)
     assert out["nll"] == pytest.approx((-np.log(0.5) - np.log(0.2)) / 2)
     assert np.isfinite(out["sce"])
+
+
+@pytest.mark.parametrize("name", ["dce", "ece_sweep"])
+@pytest.mark.parametrize(("n", "decimals"), [(400, 2), (57, 1), (1500, 6)])
+def test_vectorised_replicates_equal_the_loop(name: str, n: int, decimals: int) -> None:
+    from calibench.metrics.bootstrap import bootstrap_replicates, resample_indices
+
+    func = {"dce": debiased_ce, "ece_sweep": ece_sweep}[name]
+    rng = np.random.default_rng(n)
+    c = np.round(rng.uniform(0.0, 1.0, n), decimals)  # ties, and exact 0 / 1 at one decimal
+    y = rng.random(n) < c - 0.05
+    got = bootstrap_replicates(name, c, y, n_resamples=60, seed=3)
+    idx = np.concatenate(list(resample_indices(n, 60, 3)))
+    np.testing.assert_allclose(got, [func(c[i], y[i]) for i in idx], rtol=0, atol=1e-12)

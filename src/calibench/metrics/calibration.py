@@ -20,6 +20,7 @@ when the model is calibrated), by roughly sqrt(n_b) noise per bin. Two estimator
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -137,19 +138,32 @@ def _mass_starts(n: int, b: int) -> np.ndarray:
     return steps * q + np.minimum(steps, r)
 
 
-def sweep_sorted(c: np.ndarray, y: np.ndarray) -> tuple[float, int]:
-    """Monotonic-sweep ECE and its bin count for items already sorted by (confidence, correct)."""
-    n = c.shape[0]
-    cum = np.concatenate([[0.0], np.cumsum(y, dtype=np.float64)])
-    best = 1
-    for b in range(2, n + 1):
+def sweep_from(correct_at: Callable[[np.ndarray], np.ndarray], conf_at: Callable[[np.ndarray], np.ndarray],
+               n: int) -> tuple[float, int]:
+    """Monotonic-sweep ECE and its bin count from cumulative sums over the sorted items:
+    ``correct_at(p)``/``conf_at(p)`` are the correct count and confidence sum of the first p items.
+
+    Each tested count costs O(b); when every wrong item precedes every correct one (e.g. all correct)
+    every count is monotone and the sweep ends at n at once, so the cost is O(b^2) only for a b the
+    data actually support."""
+    wrong = n - int(correct_at(np.array([n]))[0])
+    best = n if int(correct_at(np.array([wrong]))[0]) == 0 else 1
+    for b in range(2, n + 1 if best == 1 else 2):
         starts = _mass_starts(n, b)
-        acc = np.diff(cum[starts]) / np.diff(starts)
+        acc = np.diff(correct_at(starts)) / np.diff(starts)
         if np.any(np.diff(acc) < 0):
             break
         best = b
-    resid = np.add.reduceat(y.astype(np.float64) - c, _mass_starts(n, best)[:-1])
+    starts = _mass_starts(n, best)
+    resid = np.diff(correct_at(starts)) - np.diff(conf_at(starts))
     return float(np.abs(resid).sum() / n), best
+
+
+def sweep_sorted(c: np.ndarray, y: np.ndarray) -> tuple[float, int]:
+    """Monotonic-sweep ECE and its bin count for items already sorted by (confidence, correct)."""
+    cum_y = np.concatenate([[0.0], np.cumsum(y, dtype=np.float64)])
+    cum_c = np.concatenate([[0.0], np.cumsum(c, dtype=np.float64)])
+    return sweep_from(cum_y.__getitem__, cum_c.__getitem__, c.shape[0])
 
 
 def sweep_bins(confidence: Any, correct: Any) -> int:

@@ -7,8 +7,10 @@ same way, from a resample's counts per top-label atom (:class:`~calibench.metric
   differences of the chunk's prefix sums at the bin edges and confidence sums are dot products; the
   debiased error of every resample row then comes from ``calibration.debiased_from_sums`` at once.
   Equal-mass bins move with the resample: the builder returns None (the metric runs per resample).
-- ``sweep``: a resample in sorted order is the atoms repeated by their counts (``np.repeat``), so the
-  monotonic sweep runs on each resample without sorting it.
+- ``sweep``: a resample in sorted order is the atoms repeated by their counts, so the correct count
+  and confidence sum of its first p items come from the chunk's prefix sums over atoms (one binary
+  search per bin edge): the sweep costs O(b^2 log atoms) per resample, b the bins it ends with, and
+  nothing is sorted or gathered.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import numpy as np
 
 from calibench.metrics._validate import as_n_bins
 from calibench.metrics.binning import assign_bins
-from calibench.metrics.calibration import debiased_from_sums, sweep_sorted
+from calibench.metrics.calibration import debiased_from_sums, sweep_from
 from calibench.metrics.resample import CountChunk, Kernel, Layout
 
 
@@ -49,14 +51,28 @@ def debiased(inputs: tuple[np.ndarray, ...], options: Mapping[str, Any], layout:
 
 
 def sweep(inputs: tuple[np.ndarray, ...], options: Mapping[str, Any], layout: Layout) -> Kernel | None:
-    """Replicates of ``ece_sweep``: each resample rebuilt in sorted order from its atom counts."""
+    """Replicates of ``ece_sweep`` from the chunk's prefix sums over atoms (no resample is sorted)."""
     top = layout.top
     if top is None or options:
         return None
+    n, last = top.n, top.size - 1
     y = top.y.astype(np.float64)
 
     def kernel(chunk: CountChunk) -> np.ndarray:
-        counts = chunk.atoms
-        return np.array([sweep_sorted(np.repeat(top.c, row), np.repeat(y, row))[0] for row in counts])
+        total = chunk.prefix("total")
+        correct = total - chunk.prefix("wrong")
+        conf = np.zeros((chunk.rows, top.size + 1))
+        np.cumsum(chunk.atoms_f * top.c, axis=1, out=conf[:, 1:])
+        out = np.empty(chunk.rows)
+        for r in range(chunk.rows):
+            below, n_correct, sum_conf = total[r], correct[r], conf[r]
+
+            def at(p: np.ndarray, prefix: np.ndarray, values: np.ndarray,
+                   below: np.ndarray = below) -> np.ndarray:
+                j = np.minimum(np.searchsorted(below, p, side="right") - 1, last)  # the atom holding position p
+                return prefix[j] + values[j] * (p - below[j])
+
+            out[r] = sweep_from(lambda p: at(p, n_correct, y), lambda p: at(p, sum_conf, top.c), n)[0]
+        return out
 
     return kernel
