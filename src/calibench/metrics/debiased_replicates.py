@@ -65,14 +65,18 @@ def sweep(inputs: tuple[np.ndarray, ...], options: Mapping[str, Any], layout: La
         np.cumsum(chunk.atoms_f * top.c, axis=1, out=conf[:, 1:])
         out = np.empty(chunk.rows)
         for r in range(chunk.rows):
-            below, n_correct, sum_conf = total[r], correct[r], conf[r]
-
-            def at(p: np.ndarray, prefix: np.ndarray, values: np.ndarray,
-                   below: np.ndarray = below) -> np.ndarray:
-                j = np.minimum(np.searchsorted(below, p, side="right") - 1, last)  # the atom holding position p
-                return prefix[j] + values[j] * (p - below[j])
-
-            out[r] = sweep_from(lambda p: at(p, n_correct, y), lambda p: at(p, sum_conf, top.c), n)[0]
+            out[r] = _row_sweep(total[r], correct[r], conf[r], y, top.c, last, n)
         return out
 
     return kernel
+
+
+def _row_sweep(below: np.ndarray, n_correct: np.ndarray, sum_conf: np.ndarray, y: np.ndarray, c: np.ndarray,
+               last: int, n: int) -> float:
+    """One resample's sweep from its prefix sums over atoms (``below``: items before each atom)."""
+
+    def at(p: np.ndarray, prefix: np.ndarray, values: np.ndarray) -> np.ndarray:
+        j = np.minimum(np.searchsorted(below, p, side="right") - 1, last)  # the atom holding position p
+        return prefix[j] + values[j] * (p - below[j])
+
+    return sweep_from(lambda p: at(p, n_correct, y), lambda p: at(p, sum_conf, c), n)[0]
