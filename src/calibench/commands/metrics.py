@@ -5,6 +5,12 @@ The command is a thin shell over the library: ``read_records`` (validation with 
 (out-of-fold recalibration, so no reported number is fitted on the items it scores) and
 ``calibench.report`` (diagrams). Tables go to stdout, or with ``--json`` one JSON document and nothing
 else; every message goes to stderr so stdout stays machine-readable.
+
+``--task``/``--method`` select groups; ``--ci`` picks the interval (BCa by default). Recalibration is
+per group: groups that lack what the calibrator needs (class probabilities for temperature, enough
+records for the folds) are skipped and named. Under each table, note lines
+(``calibench.metrics.notes``) say why a metric is missing or undefined, which intervals are marked †,
+and when n is small for the bin count.
 """
 
 from __future__ import annotations
