@@ -240,3 +240,29 @@ def test_drawing_leaves_pyplot_alone(data: tuple[np.ndarray, np.ndarray]) -> Non
 
 def test_dataclasses_are_exported() -> None:
     assert ReliabilityDiagram.__name__ == "ReliabilityDiagram" and SmoothDiagram.__name__ == "SmoothDiagram"
+
+
+def test_title_ece_uses_the_table_binning_and_bars_show_counts() -> None:
+    rng = np.random.default_rng(0)
+    conf = rng.uniform(0.3, 1.0, 400)
+    corr = rng.random(400) < conf - 0.1
+    d = reliability_diagram(conf, corr, n_bins=10, binning="mass")
+    assert d.table_ece == pytest.approx(ece(conf, corr, n_bins=10, binning="mass"), abs=1e-12)
+    assert d.table_ece != pytest.approx(d.ece)
+    fig = plot_reliability(d)
+    title = fig.axes[0].get_title(loc="left")
+    assert f"ECE (mass bins) {d.table_ece:.3f}" in title and f"{d.ece:.3f}" not in title
+    labels = [t.get_text() for t in fig.axes[0].texts]
+    assert labels == [str(k) for k in d.table["count"] if k > 0]
+    assert d.small_n is None and "small n" not in title
+
+
+def test_small_n_warning_on_diagrams() -> None:
+    from calibench.metrics.binning import min_items, small_n_warning
+
+    assert min_items(10) == 300 and min_items(15) == 450
+    assert small_n_warning(299, 10) is not None and small_n_warning(300, 10) is None
+    d = reliability_diagram([0.9, 0.8, 0.7] * 10, [1, 0, 1] * 10, n_bins=10)
+    assert d.small_n is not None and d.to_dict()["small_n"] == d.small_n
+    title = plot_reliability(d).axes[0].get_title(loc="left")
+    assert "small n: < 300 items for 10 bins" in title

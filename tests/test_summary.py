@@ -12,13 +12,16 @@ from calibench.errors import CalibenchError
 from calibench.metrics import METRICS, ace, aurc, ece, metric_function, nll, sce, summarize
 from calibench.records import make_records
 
-TOP_NAMES = ["accuracy", "ece", "ace", "mce", "rmsce", "brier_top", "auroc", "aurc", "smooth_ece"]
+TOP_NAMES = ["accuracy", "ece", "ace", "mce", "rmsce", "dce", "ece_sweep", "brier_top", "auroc", "aurc",
+             "smooth_ece"]
 ALL_NAMES = [
     "accuracy",
     "ece",
     "ace",
     "mce",
     "rmsce",
+    "dce",
+    "ece_sweep",
     "sce",
     "brier",
     "brier_top",

@@ -4,13 +4,19 @@ For every (task, method) both runs scored, every metric is computed on both and 
 ``b - a`` gets a paired-bootstrap CI and two-sided p-value (``calibench.metrics.paired_delta``:
 each resample draws the same items from both runs, so item difficulty cancels). Runs must hold the
 same item ids per shared unit; a mismatch is an error, never a silent intersection.
+
+``ci`` chooses the interval (``calibench.metrics.intervals``: BCa by default, or percentile); the
+p-value always comes from the same resamples (ties at 0 counted half). ``tasks``/``methods`` restrict
+the comparison. Items with fewer options than others are zero-padded (``registry.padded_probs``) so
+class-wise metrics are compared on mixed option counts too. ``notes`` say, per unit, which metrics
+were left out and why, which intervals were widened, and when n is small for binned errors.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +44,8 @@ class Comparison:
     n_resamples: int
     seed: int
     level: float
+    ci: str = "bca"
+    notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         rows = [{k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in r.items()}
@@ -45,7 +53,7 @@ class Comparison:
         return {"run_a": self.run_a, "run_b": self.run_b, "delta": "b - a", "n_bins": self.n_bins,
                 "n_resamples": self.n_resamples, "seed": self.seed, "level": self.level,
                 "only_in_a": [list(u) for u in self.only_a], "only_in_b": [list(u) for u in self.only_b],
-                "rows": rows}
+                "ci": self.ci, "notes": list(self.notes), "rows": rows}
 
 
 def _run_n_bins(run: Path) -> int | None:
@@ -67,16 +75,42 @@ def _check_items(task: str, method: str, a: pd.DataFrame, b: pd.DataFrame) -> No
         )
 
 
+def _arrays(g: pd.DataFrame, probs: tuple[np.ndarray, np.ndarray] | None, k: int) -> dict[str, Any]:
+    """One unit of a run as arrays for ``paired_delta`` (class probabilities zero-padded to k columns)."""
+    out: dict[str, Any] = {"item_id": g["item_id"].to_numpy(), "confidence": g["confidence"].to_numpy(np.float64),
+                           "correct": g["correct"].to_numpy(bool)}
+    if probs is not None:
+        p = probs[0] if probs[0].shape[1] == k else np.pad(probs[0], ((0, 0), (0, k - probs[0].shape[1])))
+        out["probs"], out["label"] = p, probs[1]
+    return out
+
+
+def _select(units: list[tuple[str, str]], tasks: list[str] | None, methods: list[str] | None) -> list[tuple[str, str]]:
+    for pos, chosen, option in ((0, tasks, "--task"), (1, methods, "--method")):
+        if chosen:
+            present = list(dict.fromkeys(u[pos] for u in units))
+            unknown = [c for c in chosen if c not in present]
+            if unknown:
+                raise CalibenchError(f"{option} {unknown[0]!r} is in no unit both runs share; "
+                                     f"{'tasks' if pos == 0 else 'methods'}: {', '.join(present)}")
+            units = [u for u in units if u[pos] in chosen]
+    return units
+
+
 def compare_runs(run_a: str | Path, run_b: str | Path, *, n_resamples: int = 1000, seed: int = 0,
-                 level: float = 0.95, n_bins: int | None = None) -> Comparison:
+                 level: float = 0.95, n_bins: int | None = None, ci: str = "bca",
+                 tasks: list[str] | None = None, methods: list[str] | None = None) -> Comparison:
     """Paired deltas (b minus a) of every metric for every task x method the two runs share.
 
     ``n_bins`` defaults to the bin count run A was summarised with (its metrics.json), else 10.
     """
     from calibench.metrics import METRICS, metric_function, paired_delta
-    from calibench.metrics.registry import group_inputs
-    from calibench.records import load_run_records, probs_matrix
+    from calibench.metrics.intervals import check_ci
+    from calibench.metrics.notes import metric_notes
+    from calibench.metrics.registry import group_inputs, padded_probs
+    from calibench.records import load_run_records
 
+    ci = check_ci(ci)
     pa, pb = Path(run_a), Path(run_b)
     rec_a, rec_b = load_run_records(pa), load_run_records(pb)
     if n_bins is None:
@@ -88,27 +122,42 @@ def compare_runs(run_a: str | Path, run_b: str | Path, *, n_resamples: int = 100
         raise CalibenchError(
             f"the runs share no task x method: A has {sorted(units_a)}, B has {sorted(units_b)}"
         )
+    shared = _select(shared, tasks, methods)
     groups_a = dict(iter(rec_a.groupby(["task", "method"], sort=False)))
     groups_b = dict(iter(rec_b.groupby(["task", "method"], sort=False)))
-    rows = []
+    rows, notes = [], []
     for task, method in shared:
         ga, gb = groups_a[(task, method)], groups_b[(task, method)]
         _check_items(task, method, ga, gb)
         gb = gb.set_index("item_id").loc[ga["item_id"]].reset_index()  # same item order as A
-        inputs_a, inputs_b = group_inputs(ga, probs_matrix(ga)), group_inputs(gb, probs_matrix(gb))
+        probs_a, probs_b = padded_probs(ga), padded_probs(gb)
+        k = max(p[0].shape[1] for p in (probs_a, probs_b) if p is not None) if probs_a or probs_b else 0
+        run_a_arrays, run_b_arrays = _arrays(ga, probs_a, k), _arrays(gb, probs_b, k)
+        inputs_a = group_inputs(ga, None if probs_a is None else (run_a_arrays["probs"], probs_a[1]))
+        inputs_b = group_inputs(gb, None if probs_b is None else (run_b_arrays["probs"], probs_b[1]))
+        shown: dict[str, dict[str, Any]] = {}
         for name, spec in METRICS.items():
             arr_a, arr_b = inputs_a[spec.kind], inputs_b[spec.kind]
-            if arr_a is None or arr_b is None or (spec.kind == "probs" and arr_a[0].shape != arr_b[0].shape):
+            if arr_a is None or arr_b is None:
                 continue
             fn = metric_function(name, n_bins=n_bins)
-            pdl = paired_delta(fn, ga, gb, n_resamples=n_resamples, level=level, seed=seed)
+            pdl = paired_delta(fn, run_a_arrays, run_b_arrays, n_resamples=n_resamples, level=level, seed=seed, ci=ci)
             rows.append({"task": task, "method": method, "metric": name, "a": float(fn(*arr_a)),
                          "b": float(fn(*arr_b)), "delta": pdl.delta, "low": pdl.low, "high": pdl.high,
                          "p_value": pdl.p_value, "n": pdl.n})
+            shown[name] = {"estimate": pdl.delta, "low": pdl.low, "high": pdl.high, "widened": pdl.widened}
+        missing_in = ga if probs_a is None else gb
+        notes += [f"{task} · {method}: {n}" for n in metric_notes(missing_in, shown, n_bins=n_bins, ci=ci)
+                  if "undefined" not in n]
+        for r in rows:
+            if (r["task"], r["method"]) == (task, method) and not math.isfinite(r["delta"]):
+                side = " and ".join(s for s, v in (("A", r["a"]), ("B", r["b"])) if not math.isfinite(v))
+                notes.append(f"{task} · {method}: {r['metric']} delta undefined: the metric is undefined in {side} "
+                             "(e.g. auroc when every item is correct)")
     only_a = [u for u in units_a if u not in units_b]
     only_b = sorted(units_b - set(units_a))
     table = pd.DataFrame(rows, columns=list(COMPARE_COLUMNS))
-    return Comparison(str(run_a), str(run_b), table, only_a, only_b, n_bins, n_resamples, seed, level)
+    return Comparison(str(run_a), str(run_b), table, only_a, only_b, n_bins, n_resamples, seed, level, ci, notes)
 
 
 def write_comparison(comparison: Comparison, out_dir: str | Path) -> list[Path]:

@@ -8,10 +8,19 @@ and the per-sample metrics (``acc``, ``acc_norm``). Those log-likelihoods are ex
 continuation-sum method needs: probs = softmax over options, so users get calibration numbers from
 runs they already have. Provenance comes from the sibling ``results_<date>.json`` when present,
 else from the folder and file names.
+
+Gold-answer layouts read (every multiple-choice layout with a single gold answer): ``target`` as an
+option index ("2"), as the text of an option ("Rome", leading/trailing spaces ignored), or either of
+those as a one-element list ("[2]", "['Rome']", as tasks with ``multiple_target`` log them). A target
+listing several different gold answers is refused. Items may have different option counts (ARC: 3-5);
+class-wise metrics then use the zero-padded class set (``metrics.registry.padded_probs``). A
+``results_*.json`` file holds only aggregate scores; passing one is an error that points to the
+``samples_*.jsonl`` files.
 """
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import re
@@ -50,10 +59,22 @@ def expand_paths(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
                 raise CalibenchError(f"{p}: no lm-eval samples_*.jsonl files in this folder")
             out.extend(found)
         elif p.is_file():
+            _check_not_results(p)
             out.append(p)
         else:
             raise CalibenchError(f"{p}: no such file or folder")
     return out
+
+
+def _check_not_results(p: Path) -> None:
+    """An lm-eval results file (aggregate scores) is not a samples file: say which files to pass."""
+    if p.suffix.lower() != ".json":
+        return
+    samples = sorted(p.parent.glob("samples_*.jsonl"))
+    hint = (f"; beside it: {', '.join(s.name for s in samples[:3])}{' ...' if len(samples) > 3 else ''}"
+            if samples else "; run lm-eval with --log_samples to write them")
+    raise CalibenchError(f"{p}: this is an lm-eval results file (aggregate scores, no per-item log-likelihoods); "
+                         f"pass the samples_<task>_<date>.jsonl files or their folder instead{hint}")
 
 
 def provenance(path: Path, *, model: str | None = None, revision: str | None = None,
@@ -134,9 +155,7 @@ def _gold(target: Any, options: Sequence[str], pred: int, acc: Any, where: str) 
     argmax == gold) decides between readings that disagree, and the index reading wins a tie (it is
     what most lm-eval multiple-choice tasks log).
     """
-    s = str(target).strip()
-    if s.startswith("["):
-        raise CalibenchError(f"{where}: target {s} lists several gold answers; not supported")
+    s = _single_target(target, where)
     by_index = [int(s)] if re.fullmatch(r"-?\d+", s) and 0 <= int(s) < len(options) else []
     by_text = [i for i, o in enumerate(options) if o.strip() == s and i not in by_index]
     candidates = by_index + by_text
@@ -152,6 +171,27 @@ def _gold(target: Any, options: Sequence[str], pred: int, acc: Any, where: str) 
         if consistent:
             return consistent[0]
     return candidates[0]
+
+
+def _single_target(target: Any, where: str) -> str:
+    """The one gold answer as a string: a one-element list (or a list repeating one answer) is unwrapped."""
+    values = target if isinstance(target, list) else None
+    s = str(target).strip()
+    if values is None and s.startswith("["):
+        try:
+            parsed = ast.literal_eval(s)
+        except (ValueError, SyntaxError):
+            parsed = None
+        values = parsed if isinstance(parsed, list) else None
+        if values is None:
+            raise CalibenchError(f"{where}: target {s} is not a readable list of gold answers")
+    if values is None:
+        return s
+    distinct = list(dict.fromkeys(str(v).strip() for v in values))
+    if len(distinct) != 1:
+        raise CalibenchError(f"{where}: target {s} lists several gold answers ({len(distinct)}); only tasks with "
+                             "one gold answer per item are supported")
+    return distinct[0]
 
 
 def _softmax(lls: np.ndarray) -> np.ndarray:

@@ -140,6 +140,10 @@ def compare_command(
     metrics: str | None = typer.Option(None, "--metrics",
                                        help="Metrics to print, e.g. accuracy,ece,sce (default: all; the JSON has all)."),
     as_json: bool = typer.Option(False, "--json", help="Print compare.json to stdout instead of a table."),
+    task: list[str] | None = typer.Option(None, "--task", help="Only this task (repeatable)."),
+    method: list[str] | None = typer.Option(None, "--method", help="Only this method (repeatable)."),
+    ci: str = typer.Option("bca", "--ci", help="Interval: bca (default) or percentile; p-values come from the "
+                           "same resamples either way."),
 ) -> None:
     """Paired deltas (B - A) of every metric per task x method, with CIs, p-values and diagrams."""
     from rich.table import Table
@@ -151,13 +155,14 @@ def compare_command(
     unknown = [m for m in shown if m not in METRICS]
     if unknown:
         raise CalibenchError(f"unknown metric '{unknown[0]}'; choose from {', '.join(METRICS)}")
-    comparison = compare_runs(run_a, run_b, n_resamples=bootstrap, seed=seed, n_bins=n_bins)
+    comparison = compare_runs(run_a, run_b, n_resamples=bootstrap, seed=seed, n_bins=n_bins, ci=ci, tasks=task,
+                              methods=method)
     out_dir = out if out is not None else default_out_dir(run_a, run_b)
     written = write_comparison(comparison, out_dir)
     if as_json:
         typer.echo(json.dumps(comparison.to_dict(), indent=2, sort_keys=True))
         return
-    table = Table(title=f"B - A  (A = {run_a}, B = {run_b}; {int(comparison.level * 100)}% paired bootstrap)")
+    table = Table(title=f"B - A  (A = {run_a}, B = {run_b}; {int(comparison.level * 100)}% paired bootstrap, {ci})")
     for col, justify in (("task", "left"), ("method", "left"), ("metric", "left"), ("n", "right"),
                          ("A", "right"), ("B", "right"), ("Δ", "right"), ("CI", "right"), ("p", "right")):
         table.add_column(col, justify=justify, no_wrap=col in ("method", "metric"))
@@ -173,6 +178,8 @@ def compare_command(
     for label, units in (("only in A", comparison.only_a), ("only in B", comparison.only_b)):
         if units:
             console.print(f"skipped ({label}): " + ", ".join(f"{t} · {m}" for t, m in units))
+    for note in comparison.notes:
+        console.print(f"note: {note}", soft_wrap=True)
     console.print("wrote " + ", ".join(str(p) for p in written))
 
 

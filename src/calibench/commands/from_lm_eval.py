@@ -62,7 +62,18 @@ def from_lm_eval(
                 ci = f"[{_fmt(by.loc['ece', 'low'])}, {_fmt(by.loc['ece', 'high'])}]"
             lead = [str(model_name)] if several else []
             table.add_row(*lead, str(task_name), str(int(group["n"].iloc[0])), *cells, ci)
-    Console().print(table)
+    console = Console()
+    console.print(table)
+    from calibench.metrics.notes import metric_notes
+
+    for model_name, summary in per_model:
+        source = records[records["model"] == model_name]
+        for (task_name, method), group in summary.groupby(["task", "method"], sort=False):
+            rows = {str(r["metric"]): r for r in group.to_dict("records")}
+            g = source[(source["task"] == task_name) & (source["method"] == method)]
+            label = f"{model_name} · {task_name}" if several else str(task_name)
+            for note in metric_notes(g, rows, n_bins=n_bins, ci="bca" if bootstrap > 0 else None):
+                console.print(f"note ({label}): {note}", soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:

@@ -5,6 +5,12 @@ The command is a thin shell over the library: ``read_records`` (validation with 
 (out-of-fold recalibration, so no reported number is fitted on the items it scores) and
 ``calibench.report`` (diagrams). Tables go to stdout, or with ``--json`` one JSON document and nothing
 else; every message goes to stderr so stdout stays machine-readable.
+
+``--task``/``--method`` select groups; ``--ci`` picks the interval (BCa by default). Recalibration is
+per group: groups that lack what the calibrator needs (class probabilities for temperature, enough
+records for the folds) are skipped and named. Under each table, note lines
+(``calibench.metrics.notes``) say why a metric is missing or undefined, which intervals are marked †,
+and when n is small for the bin count.
 """
 
 from __future__ import annotations
@@ -34,8 +40,8 @@ def register(app: typer.Typer) -> None:
 
 def metrics(
     records: list[Path] = typer.Argument(..., help="Records files (.jsonl, .csv or .parquet); several are concatenated."),
-    n_bins: int = typer.Option(10, "--n-bins", help="Number of bins for ECE/ACE/MCE/RMSCE/SCE and the diagram."),
-    binning: str = typer.Option("width", "--binning", help="Bins of ECE/MCE/RMSCE and the diagram: width or mass "
+    n_bins: int = typer.Option(10, "--n-bins", help="Number of bins for ECE/ACE/MCE/RMSCE/DCE/SCE and the diagram."),
+    binning: str = typer.Option("width", "--binning", help="Bins of ECE/MCE/RMSCE/DCE and the diagram: width or mass "
                                  "(ACE is always equal-mass, SCE equal-width)."),
     bootstrap: int = typer.Option(1000, "--bootstrap", help="Bootstrap resamples for the CIs; 0 disables CIs."),
     level: float = typer.Option(0.95, "--level", help="Confidence level of the intervals."),
@@ -48,35 +54,48 @@ def metrics(
                                            help="Also report metrics after cross-fitted recalibration: "
                                                 "temperature, platt, histogram or isotonic."),
     folds: int = typer.Option(5, "--folds", help="Folds for cross-fitted recalibration."),
+    task: list[str] | None = typer.Option(None, "--task", help="Only this task (repeatable)."),
+    method: list[str] | None = typer.Option(None, "--method", help="Only this method (repeatable)."),
+    ci: str = typer.Option("bca", "--ci", help="Interval: bca (bias-corrected and accelerated; widened and "
+                           "marked if it would exclude the estimate) or percentile."),
 ) -> None:
     """Compute every calibration metric per task x method, with bootstrap CIs, tables or JSON, and diagrams."""
     _validate_options(n_bins=n_bins, binning=binning, bootstrap=bootstrap, level=level, recalibrate=recalibrate,
-                      folds=folds, images=[p for p in (diagram, smooth_diagram) if p is not None])
+                      folds=folds, images=[p for p in (diagram, smooth_diagram) if p is not None], ci=ci)
     from rich.console import Console
 
     from calibench.metrics import summarize
     from calibench.records import read_records
 
     err = Console(stderr=True)
-    df = _concat([read_records(p) for p in records])
+    df = filter_records(_concat([read_records(p) for p in records]), tasks=task, methods=method)
     groups = list(_groups(df))
     models = {key[0] for key, _ in groups}
     with _progress(err, total=len(groups) * (2 if recalibrate else 1), enabled=not as_json) as advance:
         raw = _summarize_groups(groups, summarize, n_bins=n_bins, binning=binning, n_resamples=bootstrap,
-                                seed=seed, level=level, advance=advance)
+                                seed=seed, level=level, ci=ci, advance=advance)
         recal_groups: list[tuple[tuple[str, str, str], pd.DataFrame]] = []
         recal_params: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+        skipped: dict[tuple[str, str, str], str] = {}
         recal = None
         if recalibrate:
             for key, g in groups:
-                recal_df, recal_params[key] = _recalibrated(g, recalibrate, folds=folds, seed=seed,
-                                                            label=_label(key, models))
+                reason = _cannot_recalibrate(g, recalibrate, folds=folds)
+                if reason is not None:
+                    skipped[key] = reason
+                    continue
+                recal_df, recal_params[key] = _recalibrated(g, recalibrate, folds=folds, seed=seed)
                 recal_groups.append((key, recal_df))
+            if not recal_groups:
+                key, reason = next(iter(skipped.items()))
+                raise CalibenchError(f"--recalibrate {recalibrate}: no group can be recalibrated; group "
+                                     f"'{_label(key, models)}' {reason}")
             recal = _summarize_groups(recal_groups, summarize, n_bins=n_bins, binning=binning,
-                                      n_resamples=bootstrap, seed=seed, level=level, advance=advance)
+                                      n_resamples=bootstrap, seed=seed, level=level, ci=ci, advance=advance)
 
     result = _result(records, groups, raw, recal, recal_params, models=models, n_bins=n_bins, binning=binning, bootstrap=bootstrap,
-                     level=level, seed=seed, recalibrate=recalibrate, folds=folds)
+                     level=level, seed=seed, recalibrate=recalibrate, folds=folds, ci=ci, skipped=skipped,
+                     tasks=task, methods=method)
     if diagram is not None or smooth_diagram is not None:
         written = _draw(groups, recal_groups, models=models, recalibrate=recalibrate, n_bins=n_bins, binning=binning,
                         seed=seed, level=level, diagram=diagram, smooth_diagram=smooth_diagram)
@@ -94,12 +113,13 @@ def metrics(
 
 
 def _validate_options(*, n_bins: int, binning: str, bootstrap: int, level: float, recalibrate: str | None,
-                      folds: int, images: list[Path]) -> None:
+                      folds: int, images: list[Path], ci: str = "bca") -> None:
     """Reject bad options before reading anything, each with a message naming the option.
 
     The choices come from their registries (``metrics.binning.BINNINGS``, ``recalibrate.CALIBRATORS``).
     """
     from calibench.metrics.binning import BINNINGS
+    from calibench.metrics.intervals import CI_METHODS
     from calibench.recalibrate import CALIBRATORS
 
     if n_bins < 1:
@@ -114,6 +134,8 @@ def _validate_options(*, n_bins: int, binning: str, bootstrap: int, level: float
         raise CalibenchError(f"--recalibrate must be one of {', '.join(CALIBRATORS)}, got {recalibrate!r}")
     if folds < 2:
         raise CalibenchError(f"--folds must be >= 2, got {folds}")
+    if ci not in CI_METHODS:
+        raise CalibenchError(f"--ci must be one of {', '.join(CI_METHODS)}, got {ci!r}")
     for path in images:
         if path.suffix.lower() not in IMAGE_SUFFIXES:
             raise CalibenchError(f"{path}: unknown image format '{path.suffix}' (use .png, .svg or .pdf)")
@@ -126,6 +148,19 @@ def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
     import pandas as pd
 
     return frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
+
+
+def filter_records(df: pd.DataFrame, *, tasks: list[str] | None, methods: list[str] | None) -> pd.DataFrame:
+    """Only the records of the chosen tasks and methods; a name no record has is an error listing the choices."""
+    for column, chosen, option in (("task", tasks, "--task"), ("method", methods, "--method")):
+        if not chosen:
+            continue
+        present = list(dict.fromkeys(df[column].astype(str)))
+        unknown = [c for c in chosen if c not in present]
+        if unknown:
+            raise CalibenchError(f"{option} {unknown[0]!r} matches no records; {column}s: {', '.join(present)}")
+        df = df[df[column].astype(str).isin(chosen)]
+    return df.reset_index(drop=True)
 
 
 def _groups(df: pd.DataFrame) -> Iterator[tuple[tuple[str, str, str], pd.DataFrame]]:
@@ -141,38 +176,49 @@ def _label(key: tuple[str, str, str], models: set[str]) -> str:
 
 
 def _summarize_groups(groups: list[tuple[tuple[str, str, str], pd.DataFrame]], summarize: Callable[..., Any], *,
-                      n_bins: int, binning: str, n_resamples: int, seed: int, level: float,
+                      n_bins: int, binning: str, n_resamples: int, seed: int, level: float, ci: str,
                       advance: Callable[[], None]) -> dict[tuple[str, str, str], list[dict[str, Any]]]:
-    """Summarise each group on its own, so model stays part of the key even though summarize ignores it."""
+    """Summarise each group on its own, so model stays part of the key even though summarize ignores it.
+
+    Each row gets ``widened``: its BCa interval was stretched to reach the estimate."""
     out: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
     for key, g in groups:
-        table = summarize(g, n_bins=n_bins, binning=binning, n_resamples=n_resamples, seed=seed, level=level)
-        out[key] = table.to_dict("records")
+        table = summarize(g, n_bins=n_bins, binning=binning, n_resamples=n_resamples, seed=seed, level=level, ci=ci)
+        widened = {m for _, _, m in table.attrs.get("widened", [])}
+        out[key] = [{**r, "widened": r["metric"] in widened} for r in table.to_dict("records")]
         advance()
     return out
 
 
-def _recalibrated(g: pd.DataFrame, name: str, *, folds: int, seed: int,
-                  label: str) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
+def _cannot_recalibrate(g: pd.DataFrame, name: str, *, folds: int) -> str | None:
+    """Why the group cannot be recalibrated with ``name`` (None if it can)."""
+    from calibench.metrics.registry import padded_probs
+
+    if name == "temperature" and padded_probs(g) is None:
+        return "lacks class probabilities (temperature needs probs and label in every record)"
+    if len(g) < folds:
+        return f"has {len(g)} records; --folds {folds} needs at least {folds} records per group"
+    return None
+
+
+def _recalibrated(g: pd.DataFrame, name: str, *, folds: int,
+                  seed: int) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
     """Records of one group with out-of-fold recalibrated confidences (and probs for temperature),
     and the parameters fitted on each fold (e.g. the temperatures).
 
     Top-label calibrators (platt, histogram, isotonic) change only the confidence, so the class
     probabilities no longer match it; they are dropped and class-wise metrics (SCE, Brier, NLL) are
-    not reported after such a recalibration rather than reported from stale numbers.
+    not reported after such a recalibration rather than reported from stale numbers. Items with fewer
+    options than others are zero-padded (``registry.padded_probs``) and their absent options are
+    zeroed again after temperature scaling (which would give them a sliver of mass).
     """
     import numpy as np
     import pandas as pd
 
+    from calibench.metrics.registry import padded_probs
     from calibench.recalibrate import cross_fit
-    from calibench.records import probs_matrix
 
-    pm = probs_matrix(g)
-    if name == "temperature" and pm is None:
-        raise CalibenchError(f"--recalibrate temperature needs probs and label with the same number of classes in "
-                             f"every record; group '{label}' lacks them (use platt, histogram or isotonic)")
-    if len(g) < folds:
-        raise CalibenchError(f"--folds {folds} needs at least {folds} records per group; group '{label}' has {len(g)}")
+    pm = padded_probs(g)
     fitted = cross_fit(name, confidence=g["confidence"].to_numpy(dtype=float), correct=g["correct"].to_numpy(dtype=bool),
                        probs=pm[0] if pm is not None else None, labels=pm[1] if pm is not None else None,
                        n_folds=folds, seed=seed)
@@ -180,7 +226,13 @@ def _recalibrated(g: pd.DataFrame, name: str, *, folds: int, seed: int,
     out["confidence"] = np.clip(np.asarray(fitted["confidence"], dtype=float), 0.0, 1.0)
     probs = fitted.get("probs")
     if probs is not None:
-        out["probs"] = [row.tolist() for row in np.asarray(probs, dtype=float)]
+        probs = np.asarray(probs, dtype=float)
+        sizes = np.array([len(p) for p in g["probs"]])
+        if pm is not None and int(sizes.min()) < probs.shape[1]:
+            probs = np.where(np.arange(probs.shape[1]) < sizes[:, None], probs, 0.0)
+            probs = probs / probs.sum(axis=1, keepdims=True)
+            out["confidence"] = probs.max(axis=1)
+        out["probs"] = [row[:k].tolist() for row, k in zip(probs, sizes, strict=True)]
     else:
         out["probs"] = [None] * len(out)
         out["label"] = pd.array([None] * len(out), dtype="Int64")
@@ -197,9 +249,14 @@ def _num(x: Any) -> float | None:
     return x if math.isfinite(x) else None
 
 
-def _metric_dict(rows: list[dict[str, Any]]) -> dict[str, dict[str, float | None]]:
-    return {str(r["metric"]): {"estimate": _num(r["estimate"]), "low": _num(r["low"]), "high": _num(r["high"])}
-            for r in rows}
+def _metric_dict(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for r in rows:
+        m: dict[str, Any] = {"estimate": _num(r["estimate"]), "low": _num(r["low"]), "high": _num(r["high"])}
+        if r.get("widened"):
+            m["widened"] = True
+        out[str(r["metric"])] = m
+    return out
 
 
 def _result(records: list[Path], groups: list[tuple[tuple[str, str, str], pd.DataFrame]],
@@ -207,21 +264,39 @@ def _result(records: list[Path], groups: list[tuple[tuple[str, str, str], pd.Dat
             recal: dict[tuple[str, str, str], list[dict[str, Any]]] | None,
             recal_params: dict[tuple[str, str, str], list[dict[str, Any]]], *, models: set[str], n_bins: int,
             binning: str, bootstrap: int, level: float, seed: int, recalibrate: str | None,
-            folds: int) -> dict[str, Any]:
-    """The JSON document (also what the tables show)."""
+            folds: int, ci: str = "bca", skipped: dict[tuple[str, str, str], str] | None = None,
+            tasks: list[str] | None = None, methods: list[str] | None = None) -> dict[str, Any]:
+    """The JSON document (also what the tables show); ``notes`` say why a metric is missing or flagged."""
+    from calibench.metrics.notes import metric_notes
+
+    skipped = skipped or {}
+    shown_ci = ci if bootstrap > 0 else None
     out_groups = []
     for key, g in groups:
+        metrics = _metric_dict(raw[key])
         entry: dict[str, Any] = {"model": key[0], "task": key[1], "method": key[2], "label": _label(key, models),
-                                 "n": len(g), "metrics": _metric_dict(raw[key])}
-        if recal is not None:
-            entry["recalibrated"] = _metric_dict(recal[key])
+                                 "n": len(g), "metrics": metrics,
+                                 "notes": metric_notes(g, metrics, n_bins=n_bins, ci=shown_ci)}
+        if recal is not None and key in recal:
+            after = _metric_dict(recal[key])
+            entry["recalibrated"] = after
             entry["recalibration_params"] = _jsonable(recal_params.get(key, []))
+            top_only = recalibrate != "temperature"
+            entry["notes"] += [f"after {recalibrate}: {n}" for n in
+                               metric_notes(g, after, n_bins=n_bins, ci=shown_ci, after=recalibrate if top_only else None)
+                               if not n.startswith("small n") and "options:" not in n]
+        elif recal is not None:
+            entry["recalibration_skipped"] = skipped.get(key, "")
+            entry["notes"].append(f"not recalibrated with {recalibrate}: the group {skipped.get(key, '')}")
         out_groups.append(entry)
     return {
         "records": [str(p) for p in records],
         "options": {"n_bins": n_bins, "binning": binning, "bootstrap": bootstrap, "level": level, "seed": seed,
                     "recalibrate": recalibrate, "folds": folds if recalibrate else None},
+        "ci": ci,
+        "filters": {"task": list(tasks) if tasks else None, "method": list(methods) if methods else None},
         "groups": out_groups,
+        "recalibration_skipped": [_label(k, models) for k in skipped],
     }
 
 
@@ -246,10 +321,12 @@ def _fmt(x: float | None) -> str:
     return "–" if x is None else f"{x:.4f}"
 
 
-def _ci(m: dict[str, float | None] | None) -> str:
+def _ci(m: dict[str, Any] | None) -> str:
     if not m or m["low"] is None or m["high"] is None:
         return ""
-    return f"{m['low']:.4f}–{m['high']:.4f}"
+    est = m["estimate"]
+    flag = m.get("widened") or (est is not None and not m["low"] <= est <= m["high"])
+    return f"{m['low']:.4f}–{m['high']:.4f}{' †' if flag else ''}"
 
 
 def _print_tables(result: dict[str, Any]) -> None:
@@ -261,7 +338,7 @@ def _print_tables(result: dict[str, Any]) -> None:
     console = Console()
     opts = result["options"]
     with_ci = opts["bootstrap"] > 0
-    level = f"{opts['level']:.0%} CI"
+    level = f"{opts['level']:.0%} CI ({result.get('ci', 'bca')})"
     recal = opts["recalibrate"]
     for grp in result["groups"]:
         console.print(f"[bold]{escape(grp['label'])}[/bold]  n={grp['n']:,}, {opts['n_bins']} {opts['binning']} bins")
@@ -286,6 +363,11 @@ def _print_tables(result: dict[str, Any]) -> None:
                     cells.append(_ci(a))
             table.add_row(*cells)
         console.print(table)
+        for note in grp.get("notes", []):
+            console.print(f"  note: {escape(note)}", soft_wrap=True)
+    if result.get("recalibration_skipped"):
+        console.print(f"not recalibrated ({len(result['recalibration_skipped'])} groups): "
+                      f"{escape(', '.join(result['recalibration_skipped']))}", soft_wrap=True)
     if recal:
         console.print(f"* after {recal} recalibration, cross-fitted over {opts['folds']} folds "
                       "(each item recalibrated by a map fitted on the other folds)")

@@ -23,7 +23,19 @@ from __future__ import annotations
 
 from calibench.metrics.binning import BINNINGS, assign_bins
 from calibench.metrics.bootstrap import CI, PairedDelta, bootstrap_ci, paired_delta
-from calibench.metrics.calibration import NORMS, ace, classwise_ece, ece, mce, reliability_table, rmsce, sce
+from calibench.metrics.calibration import (
+    NORMS,
+    ace,
+    classwise_ece,
+    debiased_ce,
+    ece,
+    ece_sweep,
+    mce,
+    reliability_table,
+    rmsce,
+    sce,
+)
+from calibench.metrics.intervals import CI_METHODS
 from calibench.metrics.registry import INPUT_KINDS, METRICS, InputKind, MetricSpec, get_spec, metric_function
 from calibench.metrics.scores import accuracy, accuracy_at_coverage, aurc, auroc, brier, brier_top, nll
 from calibench.metrics.smooth import smooth_calibration_curve, smooth_ece
@@ -32,6 +44,7 @@ from calibench.metrics.summary import summarize, summarize_inputs
 __all__ = [
     "BINNINGS",
     "CI",
+    "CI_METHODS",
     "INPUT_KINDS",
     "METRICS",
     "InputKind",
@@ -48,7 +61,9 @@ __all__ = [
     "brier",
     "brier_top",
     "classwise_ece",
+    "debiased_ce",
     "ece",
+    "ece_sweep",
     "get_spec",
     "mce",
     "metric_function",

@@ -37,6 +37,22 @@ from calibench.errors import CalibenchError
 from calibench.metrics._validate import as_confidence, as_n_bins
 
 BINNINGS: tuple[str, ...] = ("width", "mass")
+# Below this many items per bin on average a binned error is mostly noise and upward bias (HELM's code
+# notes about 300 items for ECE with 10 bins): tables and diagrams warn below ``min_items(n_bins)``.
+MIN_ITEMS_PER_BIN = 30
+
+
+def min_items(n_bins: int) -> int:
+    """Items below which a binned estimate with ``n_bins`` bins gets a small-n warning."""
+    return MIN_ITEMS_PER_BIN * int(n_bins)
+
+
+def small_n_warning(n: int, n_bins: int) -> str | None:
+    """A one-line warning when ``n`` items are too few for ``n_bins`` bins, else None."""
+    if n >= min_items(n_bins):
+        return None
+    return (f"small n: {n} items < {min_items(n_bins)} ({MIN_ITEMS_PER_BIN} per bin x {n_bins} bins); "
+            "binned errors are noisy and biased upward")
 _CHUNK = 1 << 14  # items per chunk: temporaries stay in L2 cache, measured fastest on this machine
 
 

@@ -12,12 +12,15 @@ a ``functools.partial`` of it, or a ``MetricSpec``) gets its vectorised replicat
 vectorised path does not handle, runs once per resample. Resamples where the metric is undefined
 (NaN, e.g. AUROC on a resample with one outcome) are left out of the percentiles.
 
-Percentile CI: the ``(1 - level) / 2`` and ``(1 + level) / 2`` quantiles of the replicates (numpy's
-linear interpolation); the estimate is the metric on the full data, not the replicate mean.
+Intervals (``calibench.metrics.intervals``): ``ci="bca"`` (the default) is the bias-corrected and
+accelerated interval, widened and marked (``CI.widened``) in the rare case it would exclude the
+estimate; ``ci="percentile"`` is the ``(1 - level) / 2`` and ``(1 + level) / 2`` quantiles of the
+replicates (numpy's linear interpolation). The estimate is the metric on the full data, not the
+replicate mean.
 
-Paired p-value (two-sided, for H0: delta = 0): with replicates ``d*`` of ``metric(b) - metric(a)``,
-``p = min(1, 2 * min((1 + #{d* <= 0}) / (1 + R), (1 + #{d* >= 0}) / (1 + R)))``. It is the smallest
-``1 - level`` at which the percentile CI excludes 0, with the usual +1 so that p is never exactly 0.
+Paired p-value (two-sided, for H0: delta = 0), from the same replicates ``d*`` of
+``metric(b) - metric(a)``: ``L = (#{d* < 0} + #{d* = 0} / 2) / R``, ``p = min(1, 2 min(L, 1 - L))``
+(``intervals.p_value``; its relation to the intervals is documented there).
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ import numpy as np
 import pandas as pd
 
 from calibench.errors import CalibenchError
+from calibench.metrics import intervals
 from calibench.metrics._validate import top_label
 from calibench.metrics.registry import MetricSpec, resolve
 from calibench.metrics.resample import (
@@ -59,11 +63,12 @@ Metric = Callable[..., float] | str | MetricSpec
 
 @dataclass(frozen=True)
 class CI:
-    """A point estimate with its percentile bootstrap interval."""
+    """A point estimate with its bootstrap interval (``widened``: BCa's was stretched to reach it)."""
 
     estimate: float
     low: float
     high: float
+    widened: bool = False
 
 
 @dataclass(frozen=True)
@@ -75,6 +80,7 @@ class PairedDelta:
     high: float
     p_value: float
     n: int
+    widened: bool = False
 
 
 def _as_arrays(arrays: tuple[Any, ...]) -> list[np.ndarray]:
@@ -158,21 +164,25 @@ def bootstrap_ci(
     n_resamples: int = 1000,
     level: float = 0.95,
     seed: int = 0,
+    ci: str = intervals.DEFAULT_CI,
     **kwargs: Any,
 ) -> CI:
-    """Percentile bootstrap CI of ``metric(*arrays, **kwargs)`` over items.
+    """Bootstrap CI of ``metric(*arrays, **kwargs)`` over items: BCa (``ci="bca"``) or percentile.
 
     >>> from calibench.metrics.calibration import ece
     >>> ci = bootstrap_ci(ece, [0.9, 0.8, 0.7, 0.6] * 25, [1, 1, 0, 1] * 25, n_resamples=200)
     >>> ci.low <= ci.estimate <= ci.high
     True
     """
-    level = _check_level(level)
+    level, ci = _check_level(level), intervals.check_ci(ci)
     resolved = resolve(metric, kwargs)
     estimate = float(resolved.function(*arrays, **resolved.options))
     replicates = bootstrap_replicates(metric, *arrays, n_resamples=n_resamples, seed=seed, **kwargs)
-    low, high = percentile_interval(replicates, level)
-    return CI(estimate, low, high)
+    accel = 0.0
+    if ci == "bca":
+        accel = intervals.jackknife_acceleration(lambda *x: resolved.function(*x, **resolved.options), arrays)
+    found = intervals.interval(replicates, estimate, level, ci, accel)
+    return CI(estimate, found.low, found.high, found.widened)
 
 
 def _columns_for(spec: MetricSpec | None, func: Callable[..., float]) -> tuple[str, ...]:
@@ -220,6 +230,7 @@ def paired_delta(
     n_resamples: int = 1000,
     level: float = 0.95,
     seed: int = 0,
+    ci: str = intervals.DEFAULT_CI,
     **kwargs: Any,
 ) -> PairedDelta:
     """``metric(b) - metric(a)`` on the items both runs share, with a paired bootstrap CI and p-value.
@@ -227,7 +238,7 @@ def paired_delta(
     ``a`` and ``b`` are record tables (or dicts of arrays) with an ``item_id`` column; both must hold
     exactly the same items (in any order). Each resample takes the same items from both runs.
     """
-    level = _check_level(level)
+    level, ci = _check_level(level), intervals.check_ci(ci)
     resolved = resolve(metric, kwargs)
     func, options = resolved.function, resolved.options
     ids_a, ids_b = _item_ids(a, "a"), _item_ids(b, "b")
@@ -246,13 +257,10 @@ def paired_delta(
     rep_a = bootstrap_replicates(metric, *arrays_a, n_resamples=n_resamples, seed=seed, **kwargs)
     rep_b = bootstrap_replicates(metric, *arrays_b, n_resamples=n_resamples, seed=seed, **kwargs)
     replicates = rep_b - rep_a
-    low, high = percentile_interval(replicates, level)
-    finite = replicates[~np.isnan(replicates)]
-    r = finite.size
-    if r == 0:
-        p_value = float("nan")
-    else:
-        below = (1 + np.count_nonzero(finite <= 0)) / (1 + r)
-        above = (1 + np.count_nonzero(finite >= 0)) / (1 + r)
-        p_value = float(min(1.0, 2.0 * min(below, above)))
-    return PairedDelta(delta, low, high, p_value, int(ids_a.size))
+    accel = 0.0
+    if ci == "bca":
+        k = len(arrays_a)
+        accel = intervals.jackknife_acceleration(
+            lambda *x: float(func(*x[k:], **options)) - float(func(*x[:k], **options)), [*arrays_a, *arrays_b])
+    found = intervals.interval(replicates, delta, level, ci, accel)
+    return PairedDelta(delta, found.low, found.high, intervals.p_value(replicates), int(ids_a.size), found.widened)

@@ -12,7 +12,8 @@ A spec says
 - ``function``: the metric, ``function(*inputs, **options) -> float``;
 - ``kind``: which inputs it takes (``INPUT_KINDS``): ``"correct"`` -> ``f(correct)``; ``"top"`` ->
   ``f(confidence, correct)`` (top-label, every record has these); ``"probs"`` -> ``f(probs, labels)``
-  (class-wise, only where every record of a group has probs and a label over one class count);
+  (class-wise, only where every record of a group has probs and a label; rows with fewer options are
+  zero-padded to the group's largest option count, see ``padded_probs``);
   ``columns`` are the record columns behind them, in argument order;
 - ``options``: which of the summary options (``n_bins``, ``binning``) it accepts (ace is always
   equal-mass and sce always equal-width, so they take only ``n_bins``);
@@ -34,10 +35,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+import calibench.metrics.debiased_replicates as debiased_replicates
 import calibench.metrics.replicates as vectorised
 from calibench.errors import CalibenchError
 from calibench.metrics._validate import as_correct, class_wise, top_label
-from calibench.metrics.calibration import ace, ece, mce, rmsce, sce
+from calibench.metrics.calibration import ace, debiased_ce, ece, ece_sweep, mce, rmsce, sce
 from calibench.metrics.scores import (
     accuracy,
     accuracy_losses,
@@ -118,6 +120,8 @@ METRICS: Mapping[str, MetricSpec] = MappingProxyType(
             MetricSpec("ace", ace, "top", ("n_bins",), vectorised.binned(binning="mass")),
             MetricSpec("mce", mce, "top", _WIDTH_OR_MASS, vectorised.binned(norm="max")),
             MetricSpec("rmsce", rmsce, "top", _WIDTH_OR_MASS, vectorised.binned(norm="l2")),
+            MetricSpec("dce", debiased_ce, "top", _WIDTH_OR_MASS, debiased_replicates.debiased),
+            MetricSpec("ece_sweep", ece_sweep, "top", (), debiased_replicates.sweep),
             MetricSpec("sce", sce, "probs", ("n_bins",), vectorised.sce),
             MetricSpec("brier", brier, "probs", (), vectorised.mean_of(brier_losses)),
             MetricSpec("brier_top", brier_top, "top", (), vectorised.mean_of(brier_top_losses)),
@@ -176,11 +180,37 @@ def resolve(metric: Callable[..., float] | str | MetricSpec, kwargs: Mapping[str
     return Resolved(metric, {**options, **kwargs}, spec)
 
 
+def padded_probs(group: pd.DataFrame) -> tuple[np.ndarray, np.ndarray] | None:
+    """``probs``/``label`` of one group as (N x K, N) arrays, rows with fewer options zero-padded to the
+    group's largest option count K; None if some row has no probs or no label.
+
+    Why padding: items of one task can offer 3 to 5 options (ARC, MMLU-style data). An absent option is
+    a probability-0 class the item never has, so per item Brier (sum over classes of (p_k - y_k)^2) and
+    NLL (-log p_label) are unchanged, and SCE is the class-wise ECE over K class positions in which the
+    absent options sit, perfectly calibrated, at probability 0 (they add to N but no gap). With one
+    option count the arrays equal ``records.probs_matrix``.
+    """
+    rows = list(group["probs"])
+    if any(p is None for p in rows):
+        return None
+    labels = group["label"]
+    if labels.isna().any():
+        return None
+    sizes = np.fromiter((len(p) for p in rows), dtype=np.int64, count=len(rows))
+    k = int(sizes.max()) if sizes.size else 0
+    if sizes.size and int(sizes.min()) == k:
+        return np.asarray(rows, dtype=float), labels.to_numpy(dtype=int)
+    matrix = np.zeros((len(rows), k), dtype=float)
+    mask = np.arange(k) < sizes[:, None]
+    matrix[mask] = np.concatenate([np.asarray(p, dtype=float) for p in rows])
+    return matrix, labels.to_numpy(dtype=int)
+
+
 def group_inputs(
     group: pd.DataFrame, probs: tuple[np.ndarray, np.ndarray] | None
 ) -> dict[str, tuple[Any, ...] | None]:
     """The inputs of every kind for one (task, method) group of normalised records; None where the
-    group lacks them (``probs`` is ``records.probs_matrix(group)``)."""
+    group lacks them (``probs`` is ``padded_probs(group)`` or ``records.probs_matrix(group)``)."""
     return {
         "correct": (group["correct"].to_numpy(),),
         "top": (group["confidence"].to_numpy(dtype=np.float64), group["correct"].to_numpy()),

@@ -15,12 +15,13 @@ import numpy as np
 import pandas as pd
 
 from calibench.errors import CalibenchError
+from calibench.metrics import intervals
 from calibench.metrics._validate import as_n_bins, top_label
 from calibench.metrics.binning import check_binning
-from calibench.metrics.bootstrap import metric_kernel, percentile_interval
-from calibench.metrics.registry import METRICS, group_inputs, metric_function
+from calibench.metrics.bootstrap import metric_kernel
+from calibench.metrics.registry import METRICS, group_inputs, metric_function, padded_probs
 from calibench.metrics.resample import Layout, replicate_all
-from calibench.records import COLUMNS, normalize, probs_matrix
+from calibench.records import COLUMNS, normalize
 
 __all__ = ["METRICS", "SUMMARY_COLUMNS", "metric_function", "summarize", "summarize_inputs"]
 
@@ -46,19 +47,22 @@ def summarize_inputs(
     seed: int = 0,
     level: float = 0.95,
     no_bootstrap: Collection[str] = (),
+    ci: str = intervals.DEFAULT_CI,
 ) -> list[dict[str, Any]]:
     """Every applicable metric of one group, from its inputs by kind (``registry.group_inputs``).
 
-    Returns ``{"metric", "estimate", "low", "high"}`` per metric, in ``METRICS`` order. The group is
+    Returns ``{"metric", "estimate", "low", "high", "widened"}`` per metric, in ``METRICS`` order
+    (``ci`` and ``widened`` as in :mod:`calibench.metrics.intervals`). The group is
     sorted once and every metric's replicates come from one stream of resample chunks (the draws of
     ``resample_indices(n, n_resamples, seed)``, the same for every metric), so the bootstrap of all
     metrics together costs a few passes over the items per resample.
     """
     n_bins, binning, n_resamples = _check_options(n_bins, binning, n_resamples, level)
+    ci = intervals.check_ci(ci)
     chosen = [(name, spec, metric_function(name, n_bins=n_bins, binning=binning)) for name, spec in METRICS.items()
               if inputs.get(spec.kind) is not None]
-    results = {name: {"metric": name, "estimate": float(fn(*inputs[spec.kind])), "low": math.nan, "high": math.nan}
-               for name, spec, fn in chosen}
+    results = {name: {"metric": name, "estimate": float(fn(*inputs[spec.kind])), "low": math.nan, "high": math.nan,
+                      "widened": False} for name, spec, fn in chosen}
     resampled = [(name, spec, fn) for name, spec, fn in chosen if n_resamples > 0 and name not in no_bootstrap]
     if resampled:
         top = inputs.get("top")
@@ -69,8 +73,11 @@ def summarize_inputs(
         kernels = [metric_kernel(fn, validated if spec.kind == "top" else inputs[spec.kind], layout)
                    for _, spec, fn in resampled]
         replicates = replicate_all(layout, n_resamples, seed, kernels)
-        for (name, _, _), reps in zip(resampled, replicates, strict=True):
-            results[name]["low"], results[name]["high"] = percentile_interval(reps, level)
+        for (name, spec, fn), reps in zip(resampled, replicates, strict=True):
+            arrays = validated if spec.kind == "top" else inputs[spec.kind]
+            accel = intervals.jackknife_acceleration(fn, arrays) if ci == "bca" else 0.0
+            found = intervals.interval(reps, results[name]["estimate"], level, ci, accel)
+            results[name].update(low=found.low, high=found.high, widened=found.widened)
     return list(results.values())
 
 
@@ -83,15 +90,18 @@ def summarize(
     seed: int = 0,
     level: float = 0.95,
     no_bootstrap: Collection[str] = (),
+    ci: str = intervals.DEFAULT_CI,
 ) -> pd.DataFrame:
-    """Every applicable metric per (task, method) with percentile-bootstrap CIs over items.
+    """Every applicable metric per (task, method) with bootstrap CIs over items (BCa by default).
 
     Returns one row per (task, method) x metric with columns ``task, method, metric, estimate, low,
     high, n`` (groups in order of first appearance, metrics in ``METRICS`` order). Class-wise metrics
-    (sce, brier, nll) appear only for groups whose every row has probs and a label with one class
-    count. ``n_resamples=0`` skips the bootstrap (low and high are NaN); so does naming a metric in
+    (sce, brier, nll) appear only for groups whose every row has probs and a label; items with fewer
+    options than others are zero-padded (``registry.padded_probs``). ``n_resamples=0`` skips the bootstrap (low and high are NaN); so does naming a metric in
     ``no_bootstrap`` (for callers that want only the estimate of an expensive metric). A metric that is undefined
-    for a group (auroc when every item is correct) has a NaN estimate.
+    for a group (auroc when every item is correct) has a NaN estimate. ``ci`` is "bca" or "percentile"
+    (:mod:`calibench.metrics.intervals`); the rows whose BCa interval was widened to reach the estimate
+    are listed in ``result.attrs["widened"]`` as (task, method, metric).
     """
     n_bins, binning, n_resamples = _check_options(n_bins, binning, n_resamples, level)
     if not set(COLUMNS) <= set(records.columns):
@@ -99,9 +109,14 @@ def summarize(
     if len(records) == 0:
         raise CalibenchError("records is empty")
     rows: list[dict[str, Any]] = []
+    widened: list[tuple[str, str, str]] = []
     for (task, method), group in records.groupby(["task", "method"], sort=False):
-        inputs = group_inputs(group, probs_matrix(group))
+        inputs = group_inputs(group, padded_probs(group))
         for result in summarize_inputs(inputs, n_bins=n_bins, binning=binning, n_resamples=n_resamples, seed=seed,
-                                       level=level, no_bootstrap=no_bootstrap):
+                                       level=level, no_bootstrap=no_bootstrap, ci=ci):
+            if result.pop("widened"):
+                widened.append((str(task), str(method), str(result["metric"])))
             rows.append({"task": task, "method": method, **result, "n": len(group)})
-    return pd.DataFrame(rows, columns=list(SUMMARY_COLUMNS))
+    out = pd.DataFrame(rows, columns=list(SUMMARY_COLUMNS))
+    out.attrs["widened"] = widened
+    return out

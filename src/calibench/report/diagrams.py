@@ -62,6 +62,18 @@ class ReliabilityDiagram:
     bar_lower: np.ndarray
     bar_upper: np.ndarray
 
+    @property
+    def table_ece(self) -> float:
+        """The ECE with the table's own binning (equal-mass ECE is ACE), the number a title shows."""
+        return self.ace if self.binning == "mass" else self.ece
+
+    @property
+    def small_n(self) -> str | None:
+        """The small-n warning for this many items and bins (``metrics.binning.small_n_warning``)."""
+        from calibench.metrics.binning import small_n_warning
+
+        return small_n_warning(self.n, self.n_bins)
+
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable copy (NaN -> null)."""
         table = {
@@ -75,6 +87,8 @@ class ReliabilityDiagram:
             "binning": self.binning,
             "ece": _finite_or_none(self.ece),
             "ace": _finite_or_none(self.ace),
+            "table_ece": _finite_or_none(self.table_ece),
+            "small_n": self.small_n,
             "accuracy": _finite_or_none(self.accuracy),
             "mean_confidence": _finite_or_none(self.mean_confidence),
             "table": table,

@@ -1,7 +1,9 @@
 """Draw reliability diagrams with matplotlib (object API only: no pyplot, no global style changes).
 
 Every function draws a diagram object from ``calibench.report.diagrams`` and computes nothing, so a
-picture shows exactly the numbers that were reported. Figures are plain ``matplotlib.figure.Figure``
+picture shows exactly the numbers that were reported: the title's ECE uses the table's binning, each
+bar is labelled with its item count, and below ``metrics.binning.min_items(n_bins)`` items the title
+carries a small-n warning. Figures are plain ``matplotlib.figure.Figure``
 objects (never registered with pyplot), so drawing many of them in a long run leaks no memory and
 touches no global state; ``save_figure`` writes PNG, SVG or PDF atomically.
 """
@@ -38,6 +40,12 @@ _CELL_SIZE = (3.4, 4.2)
 
 def _fmt(x: float, digits: int = 3) -> str:
     return "n/a" if x is None or not math.isfinite(x) else f"{x:.{digits}f}"
+
+
+def _min_items(n_bins: int) -> int:
+    from calibench.metrics.binning import min_items
+
+    return min_items(n_bins)
 
 
 def _style_main(ax: Axes, *, ylabel: bool) -> None:
@@ -93,7 +101,15 @@ def draw_reliability(diagram: ReliabilityDiagram, ax: Axes, hist_ax: Axes, *, ti
     _style_main(ax, ylabel=ylabel)
     if legend:
         ax.legend(loc="upper left", fontsize=7, frameon=False)
-    stats = f"ECE {_fmt(diagram.ece)} · ACE {_fmt(diagram.ace)} · n={diagram.n:,}"
+    for x, w, a, c, k in zip(lower, width, acc, conf, filled["count"], strict=True):  # items per bin
+        ax.text(x + w / 2, min(max(a, c) + 0.015, 0.97), f"{int(k)}", ha="center", va="bottom", fontsize=5.5,
+                color="0.25", zorder=5)
+    if diagram.binning == "mass":  # the title's ECE uses the table's bins (equal-mass ECE is ACE)
+        stats = f"ECE (mass bins) {_fmt(diagram.table_ece)} · n={diagram.n:,}"
+    else:
+        stats = f"ECE {_fmt(diagram.ece)} · ACE {_fmt(diagram.ace)} · n={diagram.n:,}"
+    if diagram.small_n is not None:
+        stats += f"\n! small n: < {_min_items(diagram.n_bins)} items for {diagram.n_bins} bins"
     _title(ax, title, stats)
 
     hist_ax.stairs(diagram.hist_counts, diagram.hist_edges, fill=True, color=HIST_COLOR, alpha=0.8)

@@ -1,0 +1,82 @@
+"""Bootstrap replicates of the bias-corrected calibration errors (``debiased_ce``, ``ece_sweep``).
+
+Kept apart from :mod:`calibench.metrics.replicates` (the builders of the plug-in metrics) but built the
+same way, from a resample's counts per top-label atom (:class:`~calibench.metrics.resample.CountChunk`):
+
+- ``debiased``: equal-width bins are fixed runs of atoms, so per-bin counts and correct counts are
+  differences of the chunk's prefix sums at the bin edges and confidence sums are dot products; the
+  debiased error of every resample row then comes from ``calibration.debiased_from_sums`` at once.
+  Equal-mass bins move with the resample: the builder returns None (the metric runs per resample).
+- ``sweep``: a resample in sorted order is the atoms repeated by their counts, so the correct count
+  and confidence sum of its first p items come from the chunk's prefix sums over atoms (one binary
+  search per bin edge): the sweep costs O(b^2 log atoms) per resample, b the bins it ends with, and
+  nothing is sorted or gathered.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from calibench.metrics._validate import as_n_bins
+from calibench.metrics.binning import assign_bins
+from calibench.metrics.calibration import debiased_from_sums, sweep_from
+from calibench.metrics.resample import CountChunk, Kernel, Layout
+
+
+def debiased(inputs: tuple[np.ndarray, ...], options: Mapping[str, Any], layout: Layout) -> Kernel | None:
+    """Replicates of ``debiased_ce`` with equal-width bins (None for other options)."""
+    top = layout.top
+    if top is None or options.get("binning", "width") != "width" or set(options) - {"n_bins", "binning"}:
+        return None
+    n_bins = as_n_bins(options.get("n_bins", 10))
+    bins = assign_bins(top.c, n_bins=n_bins, binning="width")[0]
+    edges = np.searchsorted(bins, np.arange(n_bins + 1), side="left")  # bin b: atoms edges[b]:edges[b + 1]
+
+    def kernel(chunk: CountChunk) -> np.ndarray:
+        total, wrong = chunk.prefix("total"), chunk.prefix("wrong")
+        counts = total[:, edges[1:]] - total[:, edges[:-1]]
+        n_correct = counts - (wrong[:, edges[1:]] - wrong[:, edges[:-1]])
+        k = chunk.atoms_f
+        conf = np.zeros((chunk.rows, n_bins))
+        for b in range(n_bins):
+            lo, hi = int(edges[b]), int(edges[b + 1])
+            if hi > lo:
+                conf[:, b] = k[:, lo:hi] @ top.c[lo:hi]
+        return debiased_from_sums(counts, n_correct.astype(np.float64), conf, top.n)
+
+    return kernel
+
+
+def sweep(inputs: tuple[np.ndarray, ...], options: Mapping[str, Any], layout: Layout) -> Kernel | None:
+    """Replicates of ``ece_sweep`` from the chunk's prefix sums over atoms (no resample is sorted)."""
+    top = layout.top
+    if top is None or options:
+        return None
+    n, last = top.n, top.size - 1
+    y = top.y.astype(np.float64)
+
+    def kernel(chunk: CountChunk) -> np.ndarray:
+        total = chunk.prefix("total")
+        correct = total - chunk.prefix("wrong")
+        conf = np.zeros((chunk.rows, top.size + 1))
+        np.cumsum(chunk.atoms_f * top.c, axis=1, out=conf[:, 1:])
+        out = np.empty(chunk.rows)
+        for r in range(chunk.rows):
+            out[r] = _row_sweep(total[r], correct[r], conf[r], y, top.c, last, n)
+        return out
+
+    return kernel
+
+
+def _row_sweep(below: np.ndarray, n_correct: np.ndarray, sum_conf: np.ndarray, y: np.ndarray, c: np.ndarray,
+               last: int, n: int) -> float:
+    """One resample's sweep from its prefix sums over atoms (``below``: items before each atom)."""
+
+    def at(p: np.ndarray, prefix: np.ndarray, values: np.ndarray) -> np.ndarray:
+        j = np.minimum(np.searchsorted(below, p, side="right") - 1, last)  # the atom holding position p
+        return prefix[j] + values[j] * (p - below[j])
+
+    return sweep_from(lambda p: at(p, n_correct, y), lambda p: at(p, sum_conf, c), n)[0]
