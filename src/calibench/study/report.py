@@ -29,6 +29,7 @@ from calibench.study.findings import (
     CLAIMS,
     DISAGREE,
     INCONCLUSIVE,
+    MIXED,
     NOT_TESTED,
     EvalUnit,
     Finding,
@@ -47,7 +48,8 @@ STAGE_TITLES = {"pretrained": "Pretrained", "base": "Base", "sft": "Instruction 
 MAX_GRID = 12      # models per reliability grid
 MAX_GRIDS = 4      # reliability grids per report
 TEMPLATE = "report.html.j2"
-_BADGE = {AGREE: "agree", DISAGREE: "disagree", INCONCLUSIVE: "inconclusive", NOT_TESTED: "untested"}
+_BADGE = {AGREE: "agree", DISAGREE: "disagree", INCONCLUSIVE: "inconclusive", MIXED: "inconclusive",
+          NOT_TESTED: "untested"}
 
 Series = dict[str, list[tuple[float, EvalUnit]]]
 
