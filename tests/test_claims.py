@@ -13,8 +13,8 @@ from calibench.study.claims import (
     MIN_RESAMPLES,
     DeltaSource,
     RecordSource,
-    check_validity,
     chance_rate,
+    check_validity,
     holm,
     two_sided_p,
 )
