@@ -22,6 +22,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from calibench.study import claims as stats
+
 AGREE, DISAGREE, INCONCLUSIVE, MIXED, NOT_TESTED = "agree", "disagree", "inconclusive", "mixed", "not tested"
 VERDICTS = (AGREE, DISAGREE, MIXED, INCONCLUSIVE, NOT_TESTED)
 
@@ -342,8 +344,6 @@ def evaluate_claims(units: list[EvalUnit], source: Any, claims: tuple[Claim, ...
     bootstrap), a ``claims.CellSource``, or a plain ``delta(a, b, method, metric)`` giving
     (delta, low, high, p, n) of b - a (conservative pseudo-replicates; see ``claims.DeltaSource``).
     """
-    from calibench.study import claims as stats
-
     src = stats.as_source(source)
     findings = [_claim_cells(claim, units, src) for claim in claims]
     tested = [f for f in findings if f.cells]
@@ -362,8 +362,6 @@ def evaluate_claims(units: list[EvalUnit], source: Any, claims: tuple[Claim, ...
 def _claim_cells(claim: Claim, units: list[EvalUnit], src: Any) -> Finding:
     """The claim's valid cells (statistics, replicates, within-claim Holm) and its test, before Holm
     across claims; invalid cells are listed with their reason."""
-    from calibench.study import claims as stats
-
     pairs = COMPARISONS[claim.comparison](units)
     cells: list[Cell] = []
     invalid: list[str] = []
@@ -415,23 +413,19 @@ def _valid_pair(pair: Pair, method: str, src: Any) -> tuple[Pair | None, str]:
 
 def _cell_values(pair: Pair, method: str, metric: str, src: Any) -> Any:
     """b - a, or |b - ref| - |a - ref| for a pair with a reference unit (replicates on shared draws)."""
-    from calibench.study.claims import Values
-
     if pair.ref is None:
         return src.delta_values(pair.a, pair.b, method, metric)
     db = src.delta_values(pair.ref, pair.b, method, metric)
     da = src.delta_values(pair.ref, pair.a, method, metric)
     if db is None or da is None:
         return None
-    return Values(abs(db.estimate) - abs(da.estimate), np.abs(db.replicates) - np.abs(da.replicates), min(db.n, da.n))
+    return stats.Values(abs(db.estimate) - abs(da.estimate), np.abs(db.replicates) - np.abs(da.replicates), min(db.n, da.n))
 
 
 def _cell_reading(c: Cell, claim: Claim, alpha: float) -> str:
     """A cell's verdict from its Holm-adjusted p within the claim (direction 0: its 90% CI in the band)."""
     if claim.direction == 0:
-        from calibench.study.claims import interval
-
-        lo, hi = interval(c.replicates, 1 - 2 * alpha) if c.replicates is not None else (c.low, c.high)
+        lo, hi = stats.interval(c.replicates, 1 - 2 * alpha) if c.replicates is not None else (c.low, c.high)
         if -claim.margin < lo and hi < claim.margin:
             return AGREE
         return DISAGREE if c.p_holm < alpha else INCONCLUSIVE
