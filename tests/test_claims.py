@@ -280,3 +280,16 @@ def test_lora_claim_compares_distances_from_the_base():
         recs[f"full/{task}"] = model_records(difficulty(task, 300, 12), sharpness=1.0, rng=rng)
         recs[f"lora/{task}"] = model_records(difficulty(task, 300, 12), sharpness=2.9, rng=rng)
     assert verdict(CLAIM["zhu-lora"], units, recs).verdict == AGREE
+
+
+def test_validity_catches_a_collapsed_letter_reader():
+    """A model that answers "B" to everything scores the share of gold B, and reads almost no mass on
+    the letters: both gates say it measures nothing."""
+    n = 40
+    labels = [1] * 17 + [0, 2, 3] * 7 + [0, 2]
+    frame = pd.DataFrame({"method": "choice", "probs": [[0.2, 0.4, 0.2, 0.2]] * n, "label": labels,
+                          "confidence": 0.4, "correct": [x == 1 for x in labels],
+                          "extra": ['{"letter_mass": 0.03}'] * n})
+    assert chance_rate(frame) == pytest.approx(17 / 40)
+    v = check_validity(frame.assign(confidence=np.linspace(0.3, 0.5, n)))
+    assert not v.valid and "not above chance" in v.reason and "mass on the read tokens 0.03" in v.reason

@@ -45,7 +45,12 @@ from calibench.errors import CalibenchError
 ALPHA = 0.05
 MIN_RESAMPLES = 1000
 MAX_DEGENERATE = 0.9   # largest share of confidences at <= 0.01 or >= 0.99
+MIN_MASS = 0.25        # smallest mean probability mass on the tokens a method reads
 _EDGE = 0.01
+# where a method keeps the probability mass it reads (keys summed), as in calibench.validity
+MASS_FIELDS: dict[str, tuple[str, ...]] = {
+    "choice": ("letter_mass",), "p-true": ("p_true", "p_false"), "p-true-fewshot": ("p_true", "p_false"),
+}
 
 
 # -- validity -------------------------------------------------------------------------------------------
@@ -66,13 +71,17 @@ def _extras(frame: pd.DataFrame) -> list[dict[str, Any]]:
 
 
 def chance_rate(frame: pd.DataFrame) -> float:
-    """What guessing scores: 1/K averaged over items with K options (``probs``); for open answers whose
-    records name the gold token (``extra.gold_id``, ``extra.target``) the share of the most common gold
-    (always guessing it); else 0."""
+    """What guessing scores without knowing anything: for options (``probs``) the larger of 1/K averaged
+    over items and the share of the most common gold label (always answering it); for open answers
+    whose records name the gold token (``extra.gold_id``, ``extra.target``) the share of the most
+    common gold; else 0."""
     if "probs" in frame:
         ks = [len(p) for p in frame["probs"] if p is not None and not isinstance(p, float)]
         if ks:
-            return float(np.mean([1.0 / k for k in ks]))
+            uniform = float(np.mean([1.0 / k for k in ks]))
+            labels = frame["label"].dropna() if "label" in frame else pd.Series(dtype=float)
+            majority = float(labels.value_counts().iloc[0] / len(labels)) if len(labels) else 0.0
+            return max(uniform, majority)
     golds = [e.get("gold_id", e.get("target")) for e in _extras(frame)]
     golds = [g for g in golds if g is not None]
     if golds:
@@ -83,8 +92,11 @@ def chance_rate(frame: pd.DataFrame) -> float:
 def check_validity(frame: pd.DataFrame, *, alpha: float = ALPHA, max_degenerate: float = MAX_DEGENERATE) -> Validity:
     """Is this unit x method measuring anything? (records of one unit and one method).
 
-    This is the minimal local gate; it is the one place to swap in ``calibench.validity`` once that
-    module is on main (its gates are a superset: read-token mass and parse failures too).
+    Gates: accuracy above ``chance_rate`` (one-sided binomial at ``alpha``; at least one correct answer
+    when chance is 0); mean probability mass on the tokens ``choice`` / ``p-true`` read at least
+    ``MIN_MASS``; confidences not degenerate. This is the minimal local gate; it is the one place to
+    swap in ``calibench.validity`` once that module is on main (same mass and degeneracy thresholds;
+    it also gates verbalized parse failures, and takes 1/K as MC chance).
     """
     from scipy.stats import binomtest
 
@@ -102,6 +114,13 @@ def check_validity(frame: pd.DataFrame, *, alpha: float = ALPHA, max_degenerate:
             reasons.append(f"accuracy {acc:.2f} not above chance {chance:.2f} (binomial p={p:.2g})")
     elif k == 0:
         reasons.append("no correct answer")
+    method = str(frame["method"].iloc[0]) if "method" in frame else ""
+    if method in MASS_FIELDS:
+        extras = _extras(frame)
+        if all(all(f in e for f in MASS_FIELDS[method]) for e in extras):
+            mass = float(np.mean([sum(float(e[f]) for f in MASS_FIELDS[method]) for e in extras]))
+            if mass < MIN_MASS:
+                reasons.append(f"mean mass on the read tokens {mass:.2f} < {MIN_MASS}")
     degenerate = float(np.mean((conf <= _EDGE) | (conf >= 1 - _EDGE)))
     if degenerate > max_degenerate:
         reasons.append(f"{degenerate:.0%} of confidences at 0 or 1")
