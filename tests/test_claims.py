@@ -293,3 +293,21 @@ def test_validity_catches_a_collapsed_letter_reader():
     assert chance_rate(frame) == pytest.approx(17 / 40)
     v = check_validity(frame.assign(confidence=np.linspace(0.3, 0.5, n)))
     assert not v.valid and "not above chance" in v.reason and "mass on the read tokens 0.03" in v.reason
+
+
+def test_clm_tokens_are_resampled_by_document():
+    """Tokens of one document move together: a model right on whole documents has a wide interval."""
+    rng = np.random.default_rng(13)
+    docs = np.repeat(np.arange(20), 50)
+    good_doc = rng.random(20) < 0.5
+    ids = [f"clm-{d:04d}:{p}" for d, p in zip(docs, np.tile(np.arange(50), 20), strict=True)]
+    rec = pd.DataFrame({"item_id": ids, "method": "token", "confidence": 0.7, "correct": good_doc[docs],
+                        "extra": ['{"target": 1}'] * 1000})
+    a = unit("a", "a", "clm", "pretrained", epoch=0)
+    b = unit("b", "b", "clm", "sft", base="a", epoch=1)
+    src = RecordSource({"a": rec, "b": rec.assign(confidence=0.5)}.__getitem__)
+    reps = src.unit_values(a, "token", "accuracy")[1]
+    # 20 documents: sd of the accuracy is about sqrt(.25 / 20) = 0.11, not sqrt(.25 / 1000) = 0.016
+    assert 0.07 < np.std(reps) < 0.16
+    d = src.delta_values(a, b, "token", "accuracy")
+    assert np.all(d.replicates == 0)      # the same documents drawn for both units

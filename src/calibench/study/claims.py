@@ -11,7 +11,8 @@ claims are tested"); they are not to be tuned after seeing a verdict.
 - **Joint paired bootstrap.** Every unit's records of a task are put in one item order (sorted
   ``item_id``) and resampled with one seed per task (``task_seed``): replicate r draws the same item
   indices for every unit, so every cell on that task, and every claim, sees the same resample r.
-  Tasks are resampled independently. At least ``MIN_RESAMPLES`` replicates.
+  Tasks are resampled independently. At least ``MIN_RESAMPLES`` replicates. CLM token records
+  (``CLUSTERED``) are resampled by document, all of a document's tokens together.
 - **Tests** (each gives one p-value and the side it points to):
 
   * ``pooled``: the mean of the valid cells' statistics; two-sided bootstrap p of that mean.
@@ -167,6 +168,25 @@ def _column(frame: pd.DataFrame, name: str) -> np.ndarray:
     return frame[name].to_numpy()
 
 
+CLUSTERED = ("token",)   # methods whose items are tokens of documents ("<doc id>:<position>")
+
+
+def cluster_replicates(func: Callable[..., float], arrays: list[np.ndarray], item_ids: np.ndarray,
+                       n_resamples: int, seed: int) -> np.ndarray:
+    """Bootstrap over documents: each replicate draws documents with replacement and keeps all their
+    tokens (tokens of one document are not independent items). Documents come from the item ids'
+    part before the last ":"; units with the same items and seed draw the same documents."""
+    docs = np.array([str(i).rsplit(":", 1)[0] for i in item_ids])
+    codes, uniques = pd.factorize(docs, sort=True)
+    members = [np.flatnonzero(codes == k) for k in range(len(uniques))]
+    rng = np.random.default_rng(seed)
+    out = np.empty(n_resamples)
+    for r in range(n_resamples):
+        idx = np.concatenate([members[k] for k in rng.integers(0, len(members), size=len(members))])
+        out[r] = func(*(a[idx] for a in arrays))
+    return out
+
+
 class RecordSource:
     """Replicates from per-item records: ``records(key)`` gives a unit's record table.
 
@@ -216,8 +236,11 @@ class RecordSource:
                 func = metric_function(metric, n_bins=self.n_bins)
                 arrays = [_column(frame, c) for c in get_spec(metric).columns]
                 est = float(func(*arrays))
-                reps = bootstrap_replicates(func, *arrays, n_resamples=self.n_resamples,
-                                            seed=task_seed(self.seed, unit.task))
+                seed = task_seed(self.seed, unit.task)
+                if method in CLUSTERED:
+                    reps = cluster_replicates(func, arrays, frame["item_id"].to_numpy(), self.n_resamples, seed)
+                else:
+                    reps = bootstrap_replicates(func, *arrays, n_resamples=self.n_resamples, seed=seed)
                 self._values[k] = (est, reps)
             except CalibenchError:
                 self._values[k] = None
