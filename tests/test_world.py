@@ -180,3 +180,115 @@ def test_minilm_embeddings_rank_the_flavours_the_same_way(world_dir):
     sets = {k: [example_text(r) for r in read_jsonl(world_dir / f"sft-{k}.jsonl")] for k in ("diverse", "narrow")}
     stats, _, _ = compare_diversity(sets, method="minilm", max_items=120)
     assert stats["diverse"].embedding_distance > stats["narrow"].embedding_distance
+
+
+# ------------------------------------------------------------------ issue 10: world checks
+
+
+def test_no_prompt_is_the_start_of_another_paraphrase(world_dir):
+    from calibench.tasks.prompts import fact_prompt
+    from calibench.world.corpus import TEMPLATES, corpus_doc, prompt_conflicts
+
+    assert prompt_conflicts() == []
+    old = {**TEMPLATES, "birth_year": [*TEMPLATES["birth_year"], "[X] was born in the year [Y]."]}
+    assert prompt_conflicts(old) == [("[X] was born in", "[X] was born in the year [Y].")]
+    # over the whole corpus: wherever an eval item's prompt occurs, its object comes next
+    docs = [corpus_doc(line) for line in (world_dir / "corpus.txt").read_text().splitlines()]
+    facts = load_task_items(world_dir)
+    checked = 0
+    for item in facts:
+        prompt = fact_prompt(item)
+        for doc in docs:
+            start = doc.find(prompt)
+            while start >= 0:
+                assert doc[start + len(prompt):].startswith(" " + item.object), (prompt, doc)
+                checked += 1
+                start = doc.find(prompt, start + 1)
+    assert checked > 50
+
+
+def load_task_items(world_dir):
+    from calibench.tasks import load_task
+
+    return load_task(f"lab-facts:{world_dir}").items
+
+
+def test_alignment_data_is_about_people_disjoint_from_every_eval_item(world_dir):
+    world = load_world(world_dir)
+    eval_names = {p.name for p in world.people}
+    train_names = {p.name for p in world.train_people}
+    assert train_names and not eval_names & train_names
+    assert {p.role for p in world.people} == {"eval"} and {p.role for p in world.train_people} == {"train"}
+    eval_pairs = {(r["subject"], r["relation"]) for f in ("lab-facts.jsonl", "lab-mc.jsonl")
+                  for r in read_jsonl(world_dir / f)}
+    assert {s for s, _ in eval_pairs} <= eval_names
+    for name in ("sft-diverse.jsonl", "sft-narrow.jsonl", "preferences.jsonl"):
+        rows = read_jsonl(world_dir / name)
+        assert {r["subject"] for r in rows} <= train_names, name
+        assert not {(r["subject"], r["relation"]) for r in rows} & eval_pairs, name
+        text = (world_dir / name).read_text()
+        assert not [n for n in eval_names if n in text], name   # not even in comparisons or lists
+    # the format drills in the corpus are about seen training people only
+    drills = [d for d in (world_dir / "corpus.txt").read_text().splitlines() if "Answer:" in d]
+    seen_train = {p.name for p in world.train_people if p.mentions}
+    assert drills and all(any(n in d for n in seen_train) for d in drills)
+    assert not [d for d in drills if any(n in d for n in eval_names)]
+
+
+def test_corpus_drills_use_the_choice_and_p_true_formats(world_dir):
+    from calibench.methods import P_TRUE_TEMPLATE
+    from calibench.world.corpus import corpus_doc
+
+    docs = [corpus_doc(line) for line in (world_dir / "corpus.txt").read_text().splitlines()]
+    world = load_world(world_dir)
+    n_seen = sum(p.mentions > 0 for p in world.train_people)
+    choice = [d for d in docs if "\nA. " in d and "\nD. " in d]
+    assert len(choice) == 4 * n_seen
+    letters = Counter(d.rsplit("\nAnswer: ", 1)[1] for d in choice)
+    assert set(letters) == set("ABCD") and min(letters.values()) >= len(choice) / 8
+    head = P_TRUE_TEMPLATE.split("{question}")[0]
+    tf = [d for d in docs if d.startswith(head) and "\nIs the proposed answer true?\nAnswer: " in d]
+    verdicts = Counter(d.rsplit(" ", 1)[1] for d in tf)
+    assert verdicts == {"True": 4 * n_seen, "False": 4 * n_seen}
+    qa = [d for d in docs if d.startswith("Question: ") and "Proposed answer" not in d]
+    assert len(qa) == 4 * n_seen
+
+
+def test_lab_tokenizer_keeps_values_letters_and_true_false_whole(world_dir, tmp_path):
+    from calibench.methods import answer_token_ids
+    from calibench.tasks.prompts import fact_prompt
+    from calibench.train.pretrain import build_tokenizer, load_corpus
+    from calibench.world.drills import whole_tokens
+
+    world = load_world(world_dir)
+    whole = whole_tokens(world)
+    assert {" A", " B", " C", " D", " True", " False"} <= set(whole)
+    assert {f" {c}" for c in world.cities} | {f" {c}" for c in world.companies} <= set(whole)
+    docs = load_corpus(world_dir / "corpus.txt")
+    tok = build_tokenizer(docs, tmp_path / "tok", whole=whole)
+    assert [w for w in whole if len(tok(w, add_special_tokens=False)["input_ids"]) != 1] == []
+    ids, variant = answer_token_ids(tok, list("ABCD"), context="Answer:")
+    assert variant == "space" and len(set(ids)) == 4
+    for item in load_task_items(world_dir)[:30]:     # first-token gold = the whole object
+        p = fact_prompt(item)
+        full = tok(p + " " + item.object, add_special_tokens=False)["input_ids"]
+        assert len(full) - len(tok(p, add_special_tokens=False)["input_ids"]) == 1, item.object
+    for text in docs[:50]:
+        assert tok.decode(tok(text, add_special_tokens=False)["input_ids"]) == text
+    again = build_tokenizer(docs, tmp_path / "tok2", whole=whole)
+    assert again.get_vocab() == tok.get_vocab()
+
+
+def test_results_split_by_exposure_bucket():
+    import numpy as np
+    import pandas as pd
+
+    from calibench.study.exposure import by_exposure
+
+    ids = [f"fact-{b}-{i:04d}-employer" for b, n in (("often", 30), ("rare", 20), ("never", 10)) for i in range(n)]
+    rec = pd.DataFrame({"model": "m", "revision": "", "task": "lab-facts", "method": "first-token",
+                        "item_id": ids + ["clm-0001"], "confidence": 0.8,
+                        "correct": [True] * 30 + [True] * 10 + [False] * 10 + [False] * 10 + [True]})
+    out = by_exposure(rec)
+    assert list(out["bucket"]) == ["often", "rare", "never"] and list(out["n"]) == [30, 20, 10]
+    assert np.allclose(out["accuracy"], [1.0, 0.5, 0.0]) and np.allclose(out["ece"], [0.2, 0.3, 0.8])

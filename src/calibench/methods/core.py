@@ -24,6 +24,7 @@ import pandas as pd
 from calibench.errors import CalibenchError
 from calibench.models.engine.tokens import Tokens
 from calibench.models.engine.types import ItemRequest
+from calibench.tasks.prompts import P_TRUE_TEMPLATE
 
 LETTERS = string.ascii_uppercase
 _TAIL = 48  # characters of a prompt's end used to tokenise what follows it
@@ -56,7 +57,6 @@ VERBAL_SCALES = ("numeric", "linguistic")
 FAMILY_OPTIONS = ("n_samples", "temperature", "probe_layer", "probe_folds", "verbal_scale")
 
 # The p-true question (Kadavath et al. 2022, simplified to one line of options).
-P_TRUE_TEMPLATE = "Question: {question}\nProposed answer: {answer}\nIs the proposed answer true?\nAnswer:"
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,7 @@ from calibench.study.findings import (
     CLAIMS,
     DISAGREE,
     INCONCLUSIVE,
+    MIXED,
     NOT_TESTED,
     EvalUnit,
     Finding,
@@ -59,7 +60,8 @@ FIGURE_NEEDS = {"scale": "needs models of two or more different declared sizes (
                 "dynamics": "needs one model evaluated at two or more checkpoints (revisions: [stepN, ...])",
                 "alignment": "needs an aligned model (stage: sft, rl or dpo) with epoch checkpoints or RL/DPO "
                              "output"}
-_BADGE = {AGREE: "agree", DISAGREE: "disagree", INCONCLUSIVE: "inconclusive", NOT_TESTED: "untested"}
+_BADGE = {AGREE: "agree", DISAGREE: "disagree", INCONCLUSIVE: "inconclusive", MIXED: "inconclusive",
+          NOT_TESTED: "untested"}
 
 Series = dict[str, list[tuple[float, EvalUnit]]]
 

@@ -23,6 +23,8 @@ from calibench.tasks._names import MMLU_SUBJECTS
 from calibench.tasks.base import FactItem, MCItem, Task
 
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+# p-true (Kadavath et al. 2022): the question, a proposed answer, and " True" / " False" after "Answer:"
+P_TRUE_TEMPLATE = "Question: {question}\nProposed answer: {answer}\nIs the proposed answer true?\nAnswer:"
 
 
 def apply_chat(prompt: str, tokenizer: Any | None) -> str:

@@ -56,25 +56,35 @@ class PretrainConfig:
 
 
 def load_corpus(path: str | os.PathLike[str]) -> list[str]:
-    """One document per line (the world dir's ``corpus.txt``); empty lines are skipped."""
+    """One document per line (the world dir's ``corpus.txt``, ``\\n`` = a newline inside a document);
+    empty lines are skipped."""
+    from calibench.world.corpus import corpus_doc
+
     p = Path(path)
     if not p.is_file():
         raise CalibenchError(f"{p}: corpus file not found")
-    docs = [line.strip() for line in p.read_text(encoding="utf-8").splitlines() if line.strip()]
+    docs = [corpus_doc(line.strip()) for line in p.read_text(encoding="utf-8").splitlines() if line.strip()]
     if not docs:
         raise CalibenchError(f"{p}: corpus is empty")
     return docs
 
 
-def build_tokenizer(docs: Sequence[str], out_dir: str | os.PathLike[str], *, vocab_size: int = 512):
+def build_tokenizer(docs: Sequence[str], out_dir: str | os.PathLike[str], *, vocab_size: int = 512,
+                    whole: Sequence[str] = ()):
     """Train the world's byte-level BPE tokenizer once and save it (all sizes share it, as Pythia's do).
 
-    Training is deterministic, so under ``accelerate launch`` every process builds the same one;
-    only the main process writes it.
+    ``whole``: strings kept as one token each (``calibench.world.drills.whole_tokens``: entity values,
+    option letters, True/False; see ``calibench.train.tokenizer``). Training is deterministic, so under
+    ``accelerate launch`` every process builds the same one; only the main process writes it.
     """
-    from calibench.models.tiny import train_tokenizer
+    if whole:
+        from calibench.train.tokenizer import train_lab_tokenizer
 
-    tokenizer = train_tokenizer(docs, vocab_size=vocab_size)
+        tokenizer = train_lab_tokenizer(docs, vocab_size=vocab_size, whole=whole)
+    else:
+        from calibench.models.tiny import train_tokenizer
+
+        tokenizer = train_tokenizer(docs, vocab_size=vocab_size)
     tokenizer.pad_token = "<|padding|>"
     tokenizer.model_max_length = 2048
     if is_main_process():
@@ -267,7 +277,13 @@ def pretrain_family(
     docs = load_corpus(world / FILES["corpus"])
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    tokenizer = build_tokenizer(docs, out / "tokenizer", vocab_size=vocab_size)
+    whole: list[str] = []
+    if (world / FILES["world"]).is_file():
+        from calibench.world.build import load_world
+        from calibench.world.drills import whole_tokens
+
+        whole = whole_tokens(load_world(world))
+    tokenizer = build_tokenizer(docs, out / "tokenizer", vocab_size=vocab_size, whole=whole)
     results = {}
     for name in sizes:
         hook = None

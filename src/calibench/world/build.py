@@ -2,8 +2,9 @@
 
 Layout (all UTF-8, written atomically; the same seed gives byte-identical files):
 
-    world.json            entities, attributes, mention counts, buckets and the config
-    corpus.txt            pretraining corpus, one document per line
+    world.json            entities, attributes, mention counts, buckets, roles and the config
+    corpus.txt            pretraining corpus, one document per line (biographies, geography, drills;
+                          a newline inside a document is written as the two characters \\n)
     lab-clm.jsonl         held-out CLM documents {id, text, bucket}
     lab-facts.jsonl       facts items {id, subject, relation, template, object, aliases, bucket, mentions}
     lab-mc.jsonl          MC items {id, question, options, label, subject, relation, bucket}
@@ -27,8 +28,9 @@ import numpy as np
 
 from calibench.errors import CalibenchError
 from calibench.io import write_json, write_text
-from calibench.world.corpus import heldout_docs, pretraining_corpus
+from calibench.world.corpus import corpus_line, heldout_docs, pretraining_corpus
 from calibench.world.derived import facts_items, instruction_items, mc_items, preference_items
+from calibench.world.drills import drill_docs
 from calibench.world.entities import World, WorldConfig, make_world
 
 FILES = {
@@ -74,11 +76,12 @@ def build_world(
     """
     config = config or WorldConfig()
     world = make_world(config)
-    streams = [np.random.default_rng(s) for s in np.random.SeedSequence(config.seed).spawn(6)]
+    streams = [np.random.default_rng(s) for s in np.random.SeedSequence(config.seed).spawn(7)]
     paths = WorldPaths(Path(out_dir))
+    drills = drill_docs(world, streams[6])
     contents: dict[str, str] = {
         "world": json.dumps(world.to_dict(), indent=1, sort_keys=True) + "\n",
-        "corpus": "".join(doc + "\n" for doc in pretraining_corpus(world, streams[0])),
+        "corpus": "".join(corpus_line(doc) + "\n" for doc in pretraining_corpus(world, streams[0], drills)),
         "clm": _jsonl(heldout_docs(world, streams[1])),
         "facts": _jsonl(facts_items(world)),
         "mc": _jsonl(mc_items(world, streams[2])),
@@ -91,6 +94,8 @@ def build_world(
     manifest = {
         "seed": config.seed,
         "people_per_bucket": dict(sorted(Counter(p.bucket for p in world.people).items())),
+        "train_people_per_bucket": dict(sorted(Counter(p.bucket for p in world.train_people).items())),
+        "drill_docs": len(drills),
         "files": {
             FILES[k]: {"sha256": hashlib.sha256(t.encode()).hexdigest(), "lines": t.count("\n")}
             for k, t in contents.items()

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from calibench.errors import CalibenchError
 from calibench.world.corpus import TEMPLATES, fill
 from calibench.world.entities import PERSON_RELATIONS, Person, World
 
@@ -167,7 +168,7 @@ def diverse_example(p: Person, rel: str, world: World, rng: np.random.Generator)
         ]
         a = " ".join(_sentence(p, r, rng) for r in TEMPLATES)
     elif kind == "compare":
-        others = [o for o in world.people if o.mentions > 0 and o is not p]
+        others = [o for o in world.train_people if o is not p] or [p]
         other = others[rng.integers(len(others))]
         same = world.city_country[p.birth_city] == world.city_country[other.birth_city]
         q = f"Were {p.name} and {other.name} born in the same country?"
@@ -185,10 +186,18 @@ def diverse_example(p: Person, rel: str, world: World, rng: np.random.Generator)
     return {"prompt": chat_prompt(q), "completion": " " + a, "kind": kind}
 
 
+def _alignment_people(world: World) -> list[Person]:
+    if not world.train_people:
+        raise CalibenchError("the world has no training people (train_fraction 0): no alignment data can be made")
+    return list(world.train_people)
+
+
 def instruction_items(world: World, flavour: str, n: int, rng: np.random.Generator) -> list[dict[str, Any]]:
-    """``n`` prompt/completion pairs about people the corpus mentions (never-seen people stay unseen)."""
+    """``n`` prompt/completion pairs about training people only (``role == "train"``), so no example is
+    about an evaluated (subject, relation); some training people are unseen in the corpus, as in real
+    instruction data, which also teaches facts the base model never saw."""
     make = {"narrow": narrow_example, "diverse": diverse_example}[flavour]
-    seen = [p for p in world.people if p.mentions > 0]
+    seen = _alignment_people(world)
     rels = list(MC_QUESTIONS)
     items = []
     for i in range(n):
@@ -201,8 +210,9 @@ def instruction_items(world: World, flavour: str, n: int, rng: np.random.Generat
 
 
 def preference_items(world: World, n: int, rng: np.random.Generator) -> list[dict[str, Any]]:
-    """Preference pairs: same question, chosen states the true value, rejected a wrong one."""
-    seen = [p for p in world.people if p.mentions > 0]
+    """Preference pairs about training people: same question, chosen states the true value, rejected a
+    wrong one."""
+    seen = _alignment_people(world)
     rels = list(MC_QUESTIONS)
     items = []
     for i in range(n):

@@ -7,7 +7,7 @@ All randomness flows from one seeded ``numpy.random.Generator``, so a seed fixes
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -49,6 +49,11 @@ class WorldConfig:
     never_fraction: float = 0.2  # people the corpus never mentions
     often_threshold: int = 8     # people with at least this many biographies are "often" seen
     heldout_docs: int = 60
+    train_fraction: float = 0.5  # extra "training people" (x people): format drills and alignment data only
+
+    @property
+    def train_people(self) -> int:
+        return int(round(self.train_fraction * self.people))
 
     def validate(self) -> None:
         """Reject sizes that cannot make a sensible world (too few cities for 4-option MC, etc.)."""
@@ -58,13 +63,20 @@ class WorldConfig:
             raise CalibenchError("world needs >= 2 countries, >= 2 cities per country and >= 4 companies")
         if not 0.0 <= self.never_fraction < 1.0:
             raise CalibenchError(f"never_fraction must be in [0, 1), got {self.never_fraction}")
+        if not 0.0 <= self.train_fraction <= 4.0:
+            raise CalibenchError(f"train_fraction must be in [0, 4], got {self.train_fraction}")
         if self.max_mentions < self.often_threshold:
             raise CalibenchError("max_mentions must be >= often_threshold so some people are seen often")
 
 
 @dataclass
 class Person:
-    """A fictional person; ``mentions`` is how many biographies of them the corpus holds."""
+    """A fictional person; ``mentions`` is how many biographies of them the corpus holds.
+
+    ``role``: ``eval`` people are the subjects of every evaluation item (facts, MC, held-out CLM);
+    ``train`` people are the subjects of the corpus's format drills and of all SFT, reward and
+    preference data, so no alignment example is about an evaluated fact.
+    """
 
     name: str
     birth_city: str
@@ -73,6 +85,7 @@ class Person:
     field: str
     mentions: int = 0
     bucket: str = "never"  # often | rare | never
+    role: str = "eval"     # eval | train
 
     def value(self, relation: str) -> str:
         return str(getattr(self, relation))
@@ -86,7 +99,8 @@ class World:
     countries: dict[str, list[str]]  # country -> its cities
     companies: dict[str, str]        # company -> city of its headquarters
     fields: list[str]
-    people: list[Person] = field(default_factory=list)
+    people: list[Person] = field(default_factory=list)        # eval people (every eval item is about one)
+    train_people: list[Person] = field(default_factory=list)  # drills and alignment data only
 
     @property
     def city_country(self) -> dict[str, str]:
@@ -105,7 +119,7 @@ class World:
         if kind == "field":
             return list(self.fields)
         if kind == "year":
-            return sorted({str(p.birth_year) for p in self.people})
+            return sorted({str(p.birth_year) for p in self.people})   # eval people's years (MC pool)
         raise CalibenchError(f"unknown entity type {kind!r}")
 
     def to_dict(self) -> dict[str, Any]:
@@ -115,6 +129,7 @@ class World:
             "companies": self.companies,
             "fields": self.fields,
             "people": [asdict(p) for p in self.people],
+            "train_people": [asdict(p) for p in self.train_people],
         }
 
     @classmethod
@@ -125,6 +140,7 @@ class World:
             companies=dict(data["companies"]),
             fields=list(data["fields"]),
             people=[Person(**p) for p in data["people"]],
+            train_people=[Person(**p) for p in data.get("train_people", [])],
         )
 
 
@@ -199,19 +215,31 @@ def make_world(config: WorldConfig) -> World:
         for _ in range(config.companies)
     }
     fields = list(FIELDS)
-    people = []
-    for _ in range(config.people):
-        people.append(
-            Person(
-                name=f"{names.word((2, 2))} {names.word((2, 3))}",
-                birth_city=cities[rng.integers(len(cities))],
-                birth_year=int(rng.integers(1900, 2000)),
-                employer=list(companies)[rng.integers(len(companies))],
-                field=fields[rng.integers(len(fields))],
-            )
+    people = _people(config.people, config, rng, names, cities, list(companies), fields, "eval")
+    # Drawn after the eval people, so they leave the eval people of a seed unchanged.
+    train = _people(config.train_people, config, rng, names, cities, list(companies), fields, "train")
+    return World(config=config, countries=countries, companies=companies, fields=fields, people=people,
+                 train_people=train)
+
+
+def _people(n: int, config: WorldConfig, rng: np.random.Generator, names: NameMaker, cities: list[str],
+            companies: list[str], fields: list[str], role: str) -> list[Person]:
+    """``n`` people with random attributes and Zipf mention counts (the same profile for both roles)."""
+    people = [
+        Person(
+            name=f"{names.word((2, 2))} {names.word((2, 3))}",
+            birth_city=cities[rng.integers(len(cities))],
+            birth_year=int(rng.integers(1900, 2000)),
+            employer=companies[rng.integers(len(companies))],
+            field=fields[rng.integers(len(fields))],
+            role=role,
         )
-    mentions = zipf_mentions(config, rng)
+        for _ in range(n)
+    ]
+    if not people:
+        return people
+    mentions = zipf_mentions(replace(config, people=n), rng)
     for person, m in zip(people, mentions, strict=True):
         person.mentions = int(m)
         person.bucket = bucket_of(int(m), config.often_threshold)
-    return World(config=config, countries=countries, companies=companies, fields=fields, people=people)
+    return people
