@@ -6,7 +6,7 @@ A run folder holds:
   for CLM). Chunks from ``calibench.scoring.score`` are streamed through ``records.RecordWriter``
   into a temporary file that is renamed at the end, so a crash never leaves a half-written table.
   The same chunks are kept in memory for the metrics and diagrams: nothing is read back.
-* ``metrics.json``: every metric with a percentile-bootstrap CI per task x method (``summarize``).
+* ``metrics.json``: every metric with a bootstrap CI (BCa by default) per task x method (``summarize``).
 * ``reliability_<task>.png``: one grid per task, a reliability diagram per method.
 * ``config.json``: what is needed to reproduce the numbers (package versions, model id, revision and
   weights hash, seed, task content hashes, methods, options, the command line).
