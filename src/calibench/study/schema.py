@@ -17,6 +17,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 from pydantic_core import PydanticCustomError
 
+from calibench.errors import quote
 from calibench.methods import METHODS
 from calibench.metrics import METRICS
 from calibench.models.devices import device_problem
@@ -44,7 +45,7 @@ def _int(minimum: int, *, allow_none: bool = False) -> Callable[[Any], int | Non
         if value is None and allow_none:
             return None
         if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-            raise fail(f"must be an integer >= {minimum}, got {value!r}")
+            raise fail(f"must be an integer >= {minimum}, got {quote(value)}")
         return value
     return check
 
@@ -52,7 +53,7 @@ def _int(minimum: int, *, allow_none: bool = False) -> Callable[[Any], int | Non
 def _number(minimum: float = 0.0) -> Callable[[Any], float]:
     def check(value: Any) -> float:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value < minimum:
-            raise fail(f"must be a number >= {minimum:g}, got {value!r}")
+            raise fail(f"must be a number >= {minimum:g}, got {quote(value)}")
         return float(value)
     return check
 
@@ -62,14 +63,14 @@ def _params(value: Any) -> float:
     if isinstance(value, str):
         m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([kKmMbBtT]?)\s*", value)
         if not m:
-            raise fail(f"must be a parameter count such as 7.0e7, 70M or 1.4B, got {value!r}")
+            raise fail(f"must be a parameter count such as 7.0e7, 70M or 1.4B, got {quote(value)}")
         value = float(m.group(1)) * _SUFFIX[m.group(2).lower()]
     return _number(1)(value)
 
 
 def _bool(value: Any) -> bool:
     if not isinstance(value, bool):
-        raise fail(f"must be true or false, got {value!r}")
+        raise fail(f"must be true or false, got {quote(value)}")
     return value
 
 
@@ -77,13 +78,13 @@ def _name(value: Any) -> str:
     if value is None:
         raise fail("is required")
     if not isinstance(value, str) or not _NAME_RE.match(value):
-        raise fail(f"must be a name of letters, digits, '.', '_', '+' or '-', got {value!r}")
+        raise fail(f"must be a name of letters, digits, '.', '_', '+' or '-', got {quote(value)}")
     return value
 
 
 def _opt_str(value: Any) -> str | None:
     if value is not None and (not isinstance(value, str) or not value.strip()):
-        raise fail(f"must be a non-empty string, got {value!r}")
+        raise fail(f"must be a non-empty string, got {quote(value)}")
     return value
 
 
@@ -91,7 +92,7 @@ def _choice(options: tuple[str, ...], *, allow_none: bool = False) -> Callable[[
     def check(value: Any) -> str | None:
         if (value is None and allow_none) or value in options:
             return value
-        raise fail(f"must be one of {', '.join(options)}, got {value!r}")
+        raise fail(f"must be one of {', '.join(options)}, got {quote(value)}")
     return check
 
 
@@ -124,9 +125,9 @@ def _names(kind: str, known: tuple[str, ...], *, unique: bool,
         seen: list[str] = []
         for i, name in enumerate(_list(required=True)(value)):
             if name not in known:
-                raise fail(f"unknown {kind} {name!r} (known: {', '.join(known)})", f"[{i}]")
+                raise fail(f"unknown {kind} {quote(name)} (known: {', '.join(known)})", f"[{i}]")
             if name in seen and unique:
-                raise fail(f"{kind} {name!r} is listed twice", f"[{i}]")
+                raise fail(f"{kind} {quote(name)} is listed twice", f"[{i}]")
             seen.append(name)
         return tuple(dict.fromkeys(seen))
     return check
@@ -134,7 +135,7 @@ def _names(kind: str, known: tuple[str, ...], *, unique: bool,
 
 def _revision(value: Any, sub: str = "") -> str:
     if not isinstance(value, (str, int)) or isinstance(value, bool):
-        raise fail(f"must be a string such as 'step1000' or 'main', got {value!r}", sub)
+        raise fail(f"must be a string such as 'step1000' or 'main', got {quote(value)}", sub)
     return str(value)
 
 
@@ -227,10 +228,10 @@ class TaskSpec(Spec):
         if isinstance(value, str):
             return {"name": value}
         if not isinstance(value, dict):
-            raise fail(f"must be a task name or a mapping with 'name', got {value!r}")
+            raise fail(f"must be a task name or a mapping with 'name', got {quote(value)}")
         name = value.get("name")
         if not isinstance(name, str) or not name.strip():
-            raise fail(f"must be a task name or path, got {name!r}", ".name")
+            raise fail(f"must be a task name or path, got {quote(name)}", ".name")
         return value
 
 
@@ -250,7 +251,7 @@ class SyntheticSpec(Spec):
     @model_validator(mode="after")
     def _in_range(self) -> SyntheticSpec:
         if not 0.0 < self.skill < 1.0:
-            raise fail(f"must be in (0, 1), got {self.skill!r}", ".skill")
+            raise fail(f"must be in (0, 1), got {quote(self.skill)}", ".skill")
         if self.sharpness <= 0:
             raise fail("must be > 0", ".sharpness")
         return self
@@ -297,6 +298,7 @@ DEFAULT_SETTINGS: dict[str, Any] = SettingsSpec().model_dump()
 def _path(loc: tuple[int | str, ...]) -> str:
     out = ""
     for part in loc:
+        part = part if isinstance(part, int) else quote(str(part), 40).strip("'\"")
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
     return out
 
