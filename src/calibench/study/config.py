@@ -64,8 +64,10 @@ __all__ = [
     "load_study", "parse_study", "revision_epoch", "revision_step",
 ]
 
-# Settings that change how fast a unit runs but not its numbers; they stay out of unit keys.
-EXECUTION_ONLY: frozenset[str] = frozenset({"batch_size", "device", "threads"})
+# Settings that change how fast a unit runs (or whether it may load pickles) but not its numbers; they
+# stay out of unit keys. batch_size is not one of them: padding to a batch's longest sequence changes
+# confidences in the last bits (up to ~1e-8), so it is part of an eval unit's key.
+EXECUTION_ONLY: frozenset[str] = frozenset({"device", "threads", "allow_pickle"})
 DEFAULT_RESOURCES: dict[str, float] = {"num_cpus": 1.0, "num_gpus": 0.0}
 
 

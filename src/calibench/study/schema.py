@@ -203,6 +203,7 @@ class SettingsSpec(Spec):
     batch_size: Int1 = 8
     device: Annotated[str, _v(_device)] = "cpu"
     threads: OptInt1 = None
+    allow_pickle: Bool = False  # load pickle (.bin) weights; pickles can run code when loaded
 
 
 class ResourcesSpec(Spec):
