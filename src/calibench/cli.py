@@ -8,6 +8,7 @@ User errors (``CalibenchError``, bad options) print one line and exit 2, never a
 from __future__ import annotations
 
 import sys
+import warnings
 
 import click
 import typer
@@ -56,8 +57,20 @@ _USAGE = (click.ClickException, *_vendored_click_errors())
 _ABORT = (click.exceptions.Abort, typer.Abort)
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None):  # noqa: ANN001, ANN202
+    """calibench's own warnings (an unverified run folder, mixed class counts) as one line on stderr."""
+    if (category.__module__ or "").startswith("calibench"):
+        typer.secho(f"warning: {' '.join(str(message).split())}", err=True, fg="yellow")
+        return
+    _default_showwarning(message, category, filename, lineno, file, line)
+
+
+_default_showwarning = warnings.showwarning
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the app, turning user errors into one line and exit code 2."""
+    warnings.showwarning = _show_warning
     try:
         result = app(args=argv, standalone_mode=False)
     except CalibenchError as exc:

@@ -20,7 +20,7 @@ Readers accept JSONL, CSV (``probs``/``extra`` as JSON text) and Parquet. Only `
 This module also owns the on-disk form of records: the Arrow schema of ``records.parquet``
 (``arrow_schema``), the streaming writer that producers use (``RecordWriter``: chunks go to a
 temporary file that is renamed into place only when the writer is closed) and the reader of a run
-folder (``load_run_records``).
+folder (``load_run_records``, which checks the folder against its manifest: ``calibench.runfolder``).
 """
 
 from __future__ import annotations
@@ -210,6 +210,10 @@ def read_records(path: str | os.PathLike[str]) -> pd.DataFrame:
             raise CalibenchError(f"{path}: cannot parse CSV: {exc}") from exc
         df["_line"] = np.arange(len(df)) + 2  # header is line 1
     elif suffix == ".parquet":
+        if path.name == RECORDS_FILE and (path.parent / "manifest.json").is_file():
+            from calibench.runfolder import verify_folder
+
+            verify_folder(path.parent)
         try:
             df = pd.read_parquet(path)
         except Exception as exc:
@@ -306,6 +310,8 @@ class RecordWriter:
 def load_run_records(run: str | os.PathLike[str]) -> pd.DataFrame:
     """Records of a run folder (or a records file) without per-row revalidation (they were validated
     when written); ``label`` comes back as nullable Int64."""
+    from calibench.runfolder import verify_folder
+
     path = Path(run)
     if path.is_dir():
         path = path / RECORDS_FILE
@@ -313,6 +319,9 @@ def load_run_records(run: str | os.PathLike[str]) -> pd.DataFrame:
         raise CalibenchError(f"{run}: not a calibench run (no {RECORDS_FILE})")
     if path.suffix.lower() != ".parquet":
         return read_records(path)
+    if path.name == RECORDS_FILE:
+        verify_folder(path.parent)  # a run folder's files must match its manifest (never a mix of two runs)
+    check_regular_file(path, what="records file")
     try:
         df = pd.read_parquet(path)
     except Exception as exc:  # pyarrow raises several types for broken files
