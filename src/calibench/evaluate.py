@@ -36,8 +36,8 @@ import pandas as pd
 
 from calibench.errors import CalibenchError
 from calibench.io import write_json
-from calibench.methods import MethodOptions, parse_methods, resolve_methods
 from calibench.limits import MAX_BINS, MAX_RESAMPLES, check_cap
+from calibench.methods import MethodOptions, parse_methods, resolve_methods
 from calibench.records import RECORDS_FILE, RecordWriter
 from calibench.runfolder import check_out, staged_folder
 from calibench.scoring import RecordChunk, score

@@ -18,6 +18,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 from pydantic_core import PydanticCustomError
 
 from calibench.errors import quote
+from calibench.limits import MAX_BINS, MAX_RESAMPLES
 from calibench.methods import METHODS
 from calibench.metrics import METRICS
 from calibench.models.devices import device_problem
@@ -40,12 +41,14 @@ def fail(message: str, sub: str = "") -> PydanticCustomError:
 # -- constrained values -------------------------------------------------------------------------------------
 
 
-def _int(minimum: int, *, allow_none: bool = False) -> Callable[[Any], int | None]:
+def _int(minimum: int, *, allow_none: bool = False, maximum: int | None = None) -> Callable[[Any], int | None]:
     def check(value: Any) -> int | None:
         if value is None and allow_none:
             return None
         if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
             raise fail(f"must be an integer >= {minimum}, got {quote(value)}")
+        if maximum is not None and value > maximum:
+            raise fail(f"must be an integer <= {maximum}, got {value}")
         return value
     return check
 
@@ -198,8 +201,8 @@ class SettingsSpec(Spec):
     limit: OptInt1 = None
     num_fewshot: Int0 = 0
     chat_template: Bool = False
-    n_bins: Int1 = 10
-    bootstrap: Int0 = 1000
+    n_bins: Annotated[int, _v(_int(1, maximum=MAX_BINS))] = 10
+    bootstrap: Annotated[int, _v(_int(0, maximum=MAX_RESAMPLES))] = 1000
     batch_size: Int1 = 8
     device: Annotated[str, _v(_device)] = "cpu"
     threads: OptInt1 = None
