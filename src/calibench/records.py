@@ -148,7 +148,7 @@ def _check_class_rows(df: pd.DataFrame, probs: list[list[float] | None], labels:
         line = _row_line(df, i)
         top = max(p)
         if abs(conf[i] - top) > CONF_TOL:
-            raise located(f"confidence {conf[i]!r} is not max(probs) = {top!r} (tolerance {CONF_TOL})",
+            raise located(f"confidence {float(conf[i])!r} is not max(probs) = {top!r} (tolerance {CONF_TOL})",
                           path=source, line=line, field="confidence")
         lab = labels[i]
         if lab is not None:

@@ -28,6 +28,17 @@ ALLOW_PICKLE = typer.Option(False, "--allow-pickle",
                             help="Allow non-safetensors (pickle) weights; pickles can run code when loaded.")
 
 
+def _check_model(path: Path, allow_pickle: bool, *, kind: str = "causal") -> None:
+    """The weights policy (and, for a reward model, its score head) before any data is read or written."""
+    from calibench.models.loading import check_folder_policy
+
+    check_folder_policy(path, allow_pickle=allow_pickle, trust_remote_code=False)
+    if kind == "scorer":
+        from calibench.train.sft import require_score_head
+
+        require_score_head(path)
+
+
 def _positive_lr(value: float | None) -> float | None:
     """``--lr`` must be a finite number > 0 (a negative rate trains away from the data, silently)."""
     import math
@@ -167,6 +178,7 @@ def sft_cmd(
     from calibench.train.formats import load_instruction_data
     from calibench.train.sft import SFTSettings, run_sft
 
+    _check_model(base, allow_pickle)
     rows = load_instruction_data(data, world)
     settings = SFTSettings(method=method, epochs=epochs, batch_size=batch_size, lr=lr, lora_r=lora_r, seed=seed,
                            device=_device(device), threads=threads, progress=_quiet(quiet))
@@ -201,6 +213,7 @@ def reward_cmd(
     from calibench.train.formats import load_preference_data
     from calibench.train.preference import run_reward
 
+    _check_model(base, allow_pickle)
     rows = load_preference_data(data, world)
     s = _pref_settings(epochs=epochs, batch_size=batch_size, lr=lr, device=device, seed=seed, threads=threads,
                        progress=_quiet(quiet))
@@ -233,6 +246,8 @@ def rl_cmd(
     from calibench.train.formats import load_preference_data
     from calibench.train.preference import run_rl
 
+    _check_model(policy, allow_pickle)
+    _check_model(reward_model, allow_pickle, kind="scorer")
     rows = load_preference_data(data, world)
     s = _pref_settings(steps=steps, batch_size=batch_size, num_generations=num_generations,
                        max_completion_length=max_completion_length, lr=lr, beta=beta, device=device, seed=seed,
@@ -264,6 +279,7 @@ def dpo_cmd(
     from calibench.train.formats import load_preference_data
     from calibench.train.preference import run_dpo
 
+    _check_model(base, allow_pickle)
     rows = load_preference_data(data, world)
     s = _pref_settings(epochs=epochs, batch_size=batch_size, lr=lr, beta=beta, device=device, seed=seed,
                        threads=threads, progress=_quiet(quiet))

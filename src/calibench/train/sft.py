@@ -77,7 +77,7 @@ def load_base(path: str | os.PathLike[str], *, device: str = "cpu", kind: str = 
     p = Path(path)
     check_folder_policy(p, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
     if kind == "scorer":
-        _require_score_head(p)
+        require_score_head(p)
     common: dict[str, Any] = {"trust_remote_code": trust_remote_code}
     try:
         tokenizer = AutoTokenizer.from_pretrained(p, **common)
@@ -96,7 +96,7 @@ def load_base(path: str | os.PathLike[str], *, device: str = "cpu", kind: str = 
     return model.to(device), tokenizer
 
 
-def _require_score_head(folder: Path) -> None:
+def require_score_head(folder: Path) -> None:
     """A reward model must be a sequence classifier (``*ForSequenceClassification`` in its config)."""
     import json
 
