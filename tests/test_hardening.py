@@ -458,3 +458,27 @@ def test_moving_a_study_keeps_its_records(tiny: Path, tmp_path: Path) -> None:
         frames.append(result.records)
     pd.testing.assert_frame_equal(frames[0], frames[1], check_exact=True)
     assert set(frames[0]["model"]) == {"tiny"}
+
+
+class _Evil:
+    """Unpickling this would run ``echo`` (torch's weights-only unpickler must refuse it)."""
+
+    def __reduce__(self):  # noqa: ANN204
+        import os
+
+        return (os.system, ("echo pwned",))
+
+
+def test_pickle_blocked_under_allow_pickle_is_one_line(tiny: Path, tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    import torch
+
+    folder = _variant(tiny, tmp_path, "evil")
+    (folder / "model.safetensors").unlink()
+    torch.save({"w": _Evil()}, folder / "pytorch_model.bin")
+    code, err = _cli(["eval", "--model-args", f"pretrained={folder}", "--tasks", "world-mc", "--limit", "2",
+                      "--out", str(tmp_path / "r"), "--quiet", "--bootstrap", "0", "--no-figures",
+                      "--allow-pickle"], capsys)
+    assert code == 2
+    assert "could not load model" in _one_line(err)
+    assert "pwned" not in capsys.readouterr().out
