@@ -47,10 +47,10 @@ TASKS=world-mc,world-facts
 run 1-sft-pickle-base        $CB train sft --base pickle --data sft.jsonl --out sft-out --epochs 1 --eval-items 0 --batch-size 2
 run 1-eval-pickle            $CB eval --model-args pretrained=pickle --tasks world-mc --limit 2 --out e1 --quiet --bootstrap 0 --no-figures
 T=20 run 2-yaml-alias-bomb        $CB study plan "$H/alias_bomb.yaml"
-run 3-eval-existing-out      $CB eval --model-args pretrained=tiny --tasks world-mc --limit 4 --out run1 --quiet --bootstrap 0 --no-figures
-# mix: new records, old metrics (simulates a kill between files on the old code)
-cp -r run1 mixed; $PY -c "
-import pandas as pd; df=pd.read_parquet('mixed/records.parquet'); df=df.iloc[:-2]; df.to_parquet('mixed/records.parquet')" 2>/dev/null
+run 3-eval-run1              $CB eval --model-args pretrained=tiny --tasks world-mc --limit 4 --out run1 --quiet --bootstrap 0 --no-figures
+run 3-eval-run2-choice-only  $CB eval --model-args pretrained=tiny --tasks world-mc --limit 4 --methods choice --out run2 --quiet --bootstrap 0 --no-figures
+# the mix a kill between files left on the old code: run2's records.parquet with run1's metrics.json/config.json
+cp -r run1 mixed; cp run2/records.parquet mixed/records.parquet
 run 3-compare-mixed-folder   $CB compare run1 mixed --bootstrap 10 --out cmp
 run 4-diagram-proc           $CB metrics "$H/good.jsonl" --diagram /proc/x.png --bootstrap 0
 run 4-out-is-file            $CB eval --model-args pretrained=tiny --tasks world-mc --limit 2 --out "$H/good.jsonl" --quiet
@@ -72,7 +72,8 @@ run 7-auto-map               $CB eval --model-args pretrained=automap --tasks wo
 run 8-missing-confidence     $CB metrics "$H/missing_confidence.jsonl" --bootstrap 0
 run 8-no-tokenizer           $CB eval --model-args pretrained=notok --tasks world-mc --limit 2 --out e4 --quiet --bootstrap 0 --no-figures
 mkdir -p corrupt-study; head -c 4096 /dev/urandom > corrupt-study/study.duckdb
-run 8-corrupt-duckdb         $CB study plan synthetic-demo --out corrupt-study
+printf 'name: s\nmethods: [choice]\ntasks: [world-mc]\nmodels: [{name: m, synthetic: {}}]\n' > ok.yaml
+run 8-corrupt-duckdb         $CB study plan ok.yaml --out corrupt-study
 run 8-from-lm-eval-nbins     $CB from-lm-eval "$FIX/lm_eval" --out lme --n-bins 0
 echo "   (from-lm-eval wrote records before checking options: $( [ -e lme/records.parquet ] && echo yes || echo no ))"
 mkfifo fifo.jsonl

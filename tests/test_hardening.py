@@ -178,6 +178,12 @@ def test_old_run_folder_without_manifest_is_read_with_a_warning(tmp_path: Path) 
 
     write_records(make_records([{"confidence": 0.6, "correct": True}, {"confidence": 0.9, "correct": False}]),
                   tmp_path / "records.parquet")
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a hand-made records folder is read silently
+        assert len(load_run_records(tmp_path)) == 2
+    (tmp_path / "config.json").write_text(json.dumps({"calibench_run": 1}))  # an eval run from before manifests
     with pytest.warns(UnverifiedRunWarning, match="no manifest.json"):
         assert len(load_run_records(tmp_path)) == 2
 

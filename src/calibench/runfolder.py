@@ -12,8 +12,9 @@ then used. Now:
 * ``verify_folder(folder)`` (called by ``load_run_records``, hence by ``compare``, ``metrics``, and
   the study store for train outputs) refuses a folder whose files do not match its manifest.
 
-A folder without ``manifest.json`` was written by calibench before issue 11 (or by hand): it is read,
-with a ``UnverifiedRunWarning`` saying it cannot be checked.
+A folder without ``manifest.json`` was written by calibench before issue 11, or by hand: it is read as
+it is; an old eval run folder (it has ``config.json``) gets an ``UnverifiedRunWarning`` saying it cannot
+be checked, a hand-made records folder is read silently.
 """
 
 from __future__ import annotations
@@ -71,8 +72,8 @@ def write_manifest(folder: str | os.PathLike[str]) -> Path:
 def verify_folder(folder: str | os.PathLike[str], *, what: str = "run folder", require: bool = False) -> bool:
     """Check every file listed in ``folder``'s manifest (size, then sha256); True when verified.
 
-    A mismatch or a missing file is a ``CalibenchError``; a folder without a manifest is accepted with
-    an ``UnverifiedRunWarning`` (or refused when ``require``).
+    A mismatch or a missing file is a ``CalibenchError``; a folder without a manifest is accepted (with
+    an ``UnverifiedRunWarning`` when it is an old eval run folder), or refused when ``require``.
     """
     import json
 
@@ -84,8 +85,9 @@ def verify_folder(folder: str | os.PathLike[str], *, what: str = "run folder", r
         if require:
             raise CalibenchError(f"{root}: no {MANIFEST_FILE}: the {what} is incomplete (interrupted while "
                                  "being written); write it again")
-        warnings.warn(f"{root}: no {MANIFEST_FILE} (written by an older calibench); its files are not verified",
-                      UnverifiedRunWarning, stacklevel=2)
+        if (root / "config.json").is_file():  # an eval run from before manifests: say it is unchecked
+            warnings.warn(f"{root}: no {MANIFEST_FILE} (written by an older calibench); its files are not "
+                          "verified", UnverifiedRunWarning, stacklevel=2)
         return False
     try:
         data = loads_json(manifest.read_text(encoding="utf-8"))
@@ -165,9 +167,12 @@ def staged_folder(out: str | os.PathLike[str]) -> Iterator[Path]:
     """
     out = Path(out)
     check_out(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    clean_stale(out)
-    stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        clean_stale(out)
+        stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    except OSError as exc:  # name the folder the user asked for, not the staging one
+        raise OSError(exc.errno, exc.strerror, str(out)) from None
     try:
         yield stage
         write_manifest(stage)

@@ -135,11 +135,14 @@ def read_yaml_file(path: str | os.PathLike[str], *, max_bytes: int = MAX_CONFIG_
     """A YAML file parsed with ``load_yaml``; every problem is one CalibenchError naming ``file:line``."""
     import yaml
 
-    from calibench.io import read_text
-
     p = Path(path)
     check_regular_file(p, max_bytes=max_bytes, what="YAML file")
-    text = read_text(p)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise CalibenchError(f"{p}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except OSError as exc:
+        raise CalibenchError(f"{p}: cannot read ({exc.strerror})") from None
     try:
         return load_yaml(text)
     except yaml.YAMLError as exc:

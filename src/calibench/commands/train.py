@@ -32,6 +32,8 @@ def _check_model(path: Path, allow_pickle: bool, *, kind: str = "causal") -> Non
     """The weights policy (and, for a reward model, its score head) before any data is read or written."""
     from calibench.models.loading import check_folder_policy
 
+    if not (Path(path) / "config.json").is_file():
+        raise CalibenchError(f"{path}: not a model folder (no config.json)")
     check_folder_policy(path, allow_pickle=allow_pickle, trust_remote_code=False)
     if kind == "scorer":
         from calibench.train.sft import require_score_head

@@ -75,6 +75,8 @@ def load_base(path: str | os.PathLike[str], *, device: str = "cpu", kind: str = 
     from calibench.models.loading import check_folder_policy, load_error_line
 
     p = Path(path)
+    if not (p / "config.json").is_file():
+        raise CalibenchError(f"{p}: not a model folder (no config.json)")
     check_folder_policy(p, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
     if kind == "scorer":
         require_score_head(p)
