@@ -138,30 +138,30 @@ def _check_class_rows(df: pd.DataFrame, probs: list[list[float] | None], labels:
                       source: str) -> None:
     """Per row: confidence is max(probs), correct agrees with probs and label; per task x method: a
     warning where class counts differ (every class-wise metric is then skipped for that group)."""
-    conf = df["confidence"].to_numpy(dtype=float)
-    correct = df["correct"].to_numpy(dtype=bool)
+    conf = df["confidence"].to_numpy(dtype=float).tolist()
+    correct = df["correct"].to_numpy(dtype=bool).tolist()
+    tasks, methods = df["task"].tolist(), df["method"].tolist()
     sizes: dict[tuple[str, str], tuple[int, int]] = {}
     mixed: set[tuple[str, str]] = set()
     for i, p in enumerate(probs):
         if p is None:
             continue
-        line = _row_line(df, i)
         top = max(p)
         if abs(conf[i] - top) > CONF_TOL:
-            raise located(f"confidence {float(conf[i])!r} is not max(probs) = {top!r} (tolerance {CONF_TOL})",
-                          path=source, line=line, field="confidence")
+            raise located(f"confidence {conf[i]!r} is not max(probs) = {top!r} (tolerance {CONF_TOL})",
+                          path=source, line=_row_line(df, i), field="confidence")
         lab = labels[i]
         if lab is not None:
             gold = p[lab]
-            others = max((q for k, q in enumerate(p) if k != lab), default=-1.0)
-            says = bool(correct[i])
+            others = max(p[:lab] + p[lab + 1:], default=-1.0)
+            says = correct[i]
             if says and gold < top - CONF_TOL:
                 raise located(f"correct is true but label {lab} is not the most probable class",
-                              path=source, line=line, field="correct")
+                              path=source, line=_row_line(df, i), field="correct")
             if not says and gold > others + CONF_TOL:
                 raise located(f"correct is false but label {lab} is the most probable class",
-                              path=source, line=line, field="correct")
-        key = (df["task"].iat[i], df["method"].iat[i])
+                              path=source, line=_row_line(df, i), field="correct")
+        key = (tasks[i], methods[i])
         first = sizes.setdefault(key, (len(p), i))
         if first[0] != len(p) and key not in mixed:
             mixed.add(key)
