@@ -5,8 +5,9 @@ one, never a mix (issue 11).
 
 The parent imports calibench and torch once, then forks a child per try that runs ``run_eval`` into the
 same ``--out``; the parent kills it with SIGKILL after a random delay drawn over the child's whole run
-(measured first). After every kill: the folder verifies against its manifest and its records are byte
-for byte the old run's or the new run's. Prints one line per kill and a summary; exit 1 on a mix.
+(measured first). After every kill: the folder verifies against its manifest (where calibench has one)
+and its records, metrics and config units are all the old run's or all the new run's. Runs against any
+checkout (PYTHONPATH), so the pristine one shows the mixes the manifest-less code leaves. Prints one line per kill and a summary; exit 1 on a mix.
 """
 
 from __future__ import annotations
@@ -45,11 +46,32 @@ def _fork_run(model: Path, out: Path, limit: int) -> int:
     return pid
 
 
-def _records_digest(folder: Path) -> str | None:
-    from calibench.runfolder import file_digest
+def _signature(folder: Path) -> tuple[str | None, ...]:
+    """What makes a run folder one run: its records' and metrics' bytes and config.json's units (the
+    rest of config.json holds the wall-clock seconds)."""
+    import hashlib
+    import json
 
-    p = folder / "records.parquet"
-    return file_digest(p) if p.is_file() else None
+    def digest(name: str) -> str | None:
+        p = folder / name
+        return hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else None
+
+    units = None
+    if (folder / "config.json").is_file():
+        try:
+            units = json.dumps(json.loads((folder / "config.json").read_text())["units"], sort_keys=True)
+        except (ValueError, KeyError):
+            units = "unreadable"
+    return digest("records.parquet"), digest("metrics.json"), units
+
+
+def _verify(folder: Path) -> None:
+    """The manifest check where this calibench has one (the pristine checkout has none)."""
+    try:
+        from calibench.runfolder import verify_folder
+    except ImportError:
+        return
+    verify_folder(folder, require=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -64,7 +86,6 @@ def main(argv: list[str] | None = None) -> int:
 
     import calibench.evaluate  # noqa: F401
     from calibench.models.tiny import build_tiny_model
-    from calibench.runfolder import verify_folder
 
     work = args.work or Path(tempfile.mkdtemp(prefix="kill-eval-"))
     model = build_tiny_model(work / "tiny", ["The capital of France is Paris. " * 20, "Berlin is in Germany. " * 20],
@@ -81,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         if status != 0:
             print(f"reference run {name} failed", file=sys.stderr)
             return 1
-        digests[_records_digest(folder)] = name
+        digests[_signature(folder)] = name
     out = work / "run"
     horizon = max(durations) * 1.5  # about a third of the kills land after the run finished
     outcomes: dict[str, int] = {}
@@ -96,8 +117,8 @@ def main(argv: list[str] | None = None) -> int:
         os.kill(pid, signal.SIGKILL)
         os.waitpid(pid, 0)
         try:
-            verify_folder(out, require=True)
-            found = digests.get(_records_digest(out), "unknown records")
+            _verify(out)
+            found = digests.get(_signature(out), "MIX of files from both runs")
         except Exception as exc:  # noqa: BLE001
             found = f"MIX ({exc})"
         if found not in ("old", "new"):
@@ -105,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         outcomes[found] = outcomes.get(found, 0) + 1
         stale = sorted(p.name for p in work.glob(".run.*"))
         mid_write += bool(stale)
-        print(f"kill {i + 1:2d} after {delay:5.2f}s: folder holds the {found} run"
+        print(f"kill {i + 1:2d} after {delay:5.2f}s: folder holds the {found}" + (" run" if found in ("old", "new") else "")
               + (f" (stale staging beside it: {len(stale)}, removed by the next write)" if stale else ""))
     print(f"{args.kills} kills over a {horizon:.1f}s horizon: {outcomes}; {mid_write} while the new run was being "
           f"written; mixes: {mixes}")
