@@ -323,6 +323,17 @@ def test_strict_records_refuse_coercions(name: str, message: str) -> None:
         read_records(HOSTILE / name)
 
 
+def test_check_contract_applies_the_cross_column_rules_to_any_frame() -> None:
+    from calibench.records import check_contract, make_records
+
+    good = make_records([{"item_id": "a", "probs": [0.3, 0.7], "label": 1, "confidence": 0.7, "correct": True}])
+    check_contract(good)
+    with pytest.raises(CalibenchError, match="is not max"):
+        check_contract(good.assign(confidence=[0.5]))
+    with pytest.raises(CalibenchError, match="appears twice"):
+        check_contract(pd.concat([good, good], ignore_index=True))
+
+
 def test_csv_records_keep_probs_as_json_text(tmp_path: Path) -> None:
     from calibench.records import read_records
 

@@ -134,6 +134,18 @@ def normalize(df: pd.DataFrame, *, source: str = "<records>", text_source: bool 
 CONF_TOL = 1e-6  # |confidence - max(probs)| allowed where both are given
 
 
+def check_contract(df: pd.DataFrame, source: str = "<records>") -> None:
+    """The cross-column rules of ``normalize`` on an already contract-shaped frame (probs as lists or
+    None, label as ints or NA): confidence is max(probs), correct agrees with probs and label, each
+    item once per model x task x method. Any other reader that builds records (a columnar fast path)
+    calls this so it accepts exactly what the row reader accepts."""
+    probs = [None if _is_null(p) else list(p) for p in df["probs"]]
+    labels = [None if _is_null(v) else int(v) for v in df["label"]]
+    if any(p is not None for p in probs):
+        _check_class_rows(df, probs, labels, source)
+    _check_unique_items(df, source)
+
+
 def _check_class_rows(df: pd.DataFrame, probs: list[list[float] | None], labels: list[int | None],
                       source: str) -> None:
     """Per row: confidence is max(probs), correct agrees with probs and label; per task x method: a
