@@ -85,7 +85,12 @@ def main(argv: list[str] | None = None) -> int:
     except _EXIT as exc:
         return exc.exit_code
     except _USAGE as exc:
-        exc.show()
+        if type(exc).__name__ == "NoArgsIsHelpError":  # a bare group: its help is the answer
+            exc.show()
+            return 2
+        ctx = getattr(exc, "ctx", None)
+        hint = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+        _error_line(exc.format_message() + hint)  # a bad option is one line too, like every other error
         return 2
     except _ABORT:
         typer.echo("aborted", err=True)
