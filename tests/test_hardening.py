@@ -499,3 +499,21 @@ def test_pickle_blocked_under_allow_pickle_is_one_line(tiny: Path, tmp_path: Pat
     assert code == 2
     assert "could not load model" in _one_line(err)
     assert "pwned" not in capsys.readouterr().out
+
+
+def test_disk_full_during_study_run_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    import calibench.study.store as store
+
+    study = tmp_path / "s.yaml"
+    study.write_text("name: s\nmethods: [choice]\nsettings: {bootstrap: 0}\ntasks: [{name: syn, items: 20}]\n"
+                     "models: [{name: m, synthetic: {}}]\n")
+
+    def full(df: object, path: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(store, "write_records", full)
+    code, err = _cli(["study", "run", str(study), "--out", str(tmp_path / "out"), "--no-progress"], capsys)
+    assert code == 2
+    line = _one_line(err)
+    assert "no space left on device" in line and "records" in line
