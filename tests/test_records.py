@@ -203,7 +203,7 @@ def test_corrupt_parquet(tmp_path: Path) -> None:
 
 
 def test_normalize_ignores_a_non_default_index() -> None:
-    df = pd.DataFrame({"confidence": [0.1, 0.8, 0.3], "correct": [0, 1, 0],
+    df = pd.DataFrame({"confidence": [0.9, 0.8, 0.3], "correct": [1, 1, 0],
                        "probs": [[0.1, 0.9], [0.8, 0.2], None], "label": [1, 0, None]}, index=[5, 3, 9])
     out = normalize(df)
     assert out["probs"].tolist() == [[0.1, 0.9], [0.8, 0.2], None]

@@ -36,6 +36,11 @@ def _rows(n: int, seed: int = 0) -> list[dict]:
     return out
 
 
+def _two_class(r: dict) -> dict:
+    top = max(r["confidence"], 1 - r["confidence"])
+    return {**r, "task": "yes-no", "probs": [top, 1 - top], "label": 0, "confidence": top, "correct": True}
+
+
 def _jsonl(path: Path, rows: list[dict]) -> Path:
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
@@ -54,8 +59,7 @@ CASES = {
                                               for i, r in enumerate(rows)],
     "open class only": lambda rows: [{**r, "probs": None, "label": None, "extra": {}} for r in rows],
     "labels without probs": lambda rows: [{**r, "probs": None, "extra": {}} for r in rows],
-    "variable class counts": lambda rows: [{**r, "probs": [r["confidence"], 1 - r["confidence"]], "label": 0}
-                                           if i % 2 else r for i, r in enumerate(rows)],
+    "two class counts in two tasks": lambda rows: [_two_class(r) if i % 2 else r for i, r in enumerate(rows)],
 }
 
 
@@ -120,3 +124,37 @@ def test_the_fast_path_is_taken_for_a_large_clean_file(tmp_path: Path, monkeypat
     monkeypatch.setattr(records, "normalize", lambda *a, **k: calls.append(1) or real(*a, **k))
     df = records.read_records(path)
     assert len(df) == 2000 and calls == []  # no row-by-row pass
+
+
+def test_mixed_class_counts_in_one_task_go_to_the_row_reader_which_warns(tmp_path: Path) -> None:
+    rows = [{**_two_class(r), "task": "mc"} if i % 2 else r for i, r in enumerate(_rows(10))]
+    path = _jsonl(tmp_path / "r.jsonl", rows)
+    assert records._read_columnar(path, ".jsonl") is None
+    with pytest.warns(records.MixedClassesWarning):
+        records.read_records(path)
+
+
+@pytest.mark.parametrize("change", ["confidence", "correct", "duplicate"])
+def test_cross_column_rules_send_the_file_to_the_row_reader(change: str, tmp_path: Path) -> None:
+    """confidence = max(probs), correct agreeing with probs and label, one row per item: checked on
+    whole columns, and a violation goes to the row reader, which names the line."""
+    rows = _rows(10)
+    r = rows[6]
+    if change == "confidence":
+        rows[6] = {**r, "confidence": r["confidence"] - 0.01}
+    elif change == "correct":
+        rows[6] = {**r, "correct": not r["correct"]}
+    else:
+        rows[6] = {**r, "item_id": rows[2]["item_id"]}
+    path = _jsonl(tmp_path / "r.jsonl", rows)
+    assert records._read_columnar(path, ".jsonl") is None
+    with pytest.raises(CalibenchError, match=":7"):
+        records.read_records(path)
+
+
+def test_json_text_probs_are_taken_from_csv_only(tmp_path: Path) -> None:
+    rows = [{**r, "probs": json.dumps(r["probs"])} for r in _rows(5)]
+    path = _jsonl(tmp_path / "r.jsonl", rows)
+    assert records._read_columnar(path, ".jsonl") is None
+    with pytest.raises(CalibenchError, match="probs"):
+        records.read_records(path)

@@ -114,9 +114,18 @@ def test_keys_pin_inputs_but_not_labels(tmp_path: Path) -> None:
                                                                          "params": 5}]})))
     more_methods = expand(load_study(_write(tmp_path, {**GOOD, "methods": ["choice", "continuation-sum"]})))
     other_seed = expand(load_study(_write(tmp_path, {**GOOD, "settings": {"seed": 1}})))
-    other_device = expand(load_study(_write(tmp_path, {**GOOD, "settings": {"batch_size": 2}})))
+    other_device = expand(load_study(_write(tmp_path, {**GOOD, "settings": {"threads": 2}})))
     assert base[0].key == relabelled[0].key == other_device[0].key
     assert len({base[0].key, more_methods[0].key, other_seed[0].key}) == 3
+
+
+def test_batch_size_is_in_the_unit_key(tmp_path: Path) -> None:
+    """Padding to a batch's longest item changes confidences in the last bits, so batch size pins a key."""
+    base = expand(load_study(_write(tmp_path, GOOD)))
+    other_batch = expand(load_study(_write(tmp_path, {**GOOD, "settings": {"batch_size": 2}})))
+    pickles = expand(load_study(_write(tmp_path, {**GOOD, "settings": {"allow_pickle": True}})))
+    assert base[0].key != other_batch[0].key
+    assert base[0].key == pickles[0].key
 
 
 def test_local_model_key_follows_the_weights(tmp_path: Path) -> None:

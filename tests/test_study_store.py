@@ -243,7 +243,11 @@ def test_eval_unit_scores_in_memory_like_run_eval(tmp_path: Path, monkeypatch: p
                         batch_size=s["batch_size"], seed=s["seed"], limit=spec["limit"], bootstrap=0,
                         progress=False, figures=False)
     on_disk = read_records(run.out_dir / "records.parquet")
-    for got in (results[0].records, run.records):
+    # issue 11: a study's records name a local model relative to the study folder (portable); a run's
+    # records keep the absolute path it was given. Every other byte is the same.
+    assert set(results[0].records["model"]) == {"tiny"}
+    assert set(on_disk["model"]) == {str((tmp_path / "tiny").resolve())}
+    for got in (results[0].records.assign(model=on_disk["model"]), run.records):
         pd.testing.assert_frame_equal(got.drop(columns="probs"), on_disk.drop(columns="probs"), check_exact=True)
         assert got["probs"].tolist() == on_disk["probs"].tolist()
 

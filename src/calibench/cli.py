@@ -8,13 +8,14 @@ User errors (``CalibenchError``, bad options) print one line and exit 2, never a
 from __future__ import annotations
 
 import sys
+import warnings
 
 import click
 import typer
 
 from calibench import __version__
 from calibench.commands import REGISTRARS
-from calibench.errors import CalibenchError
+from calibench.errors import CalibenchError, os_error_line
 
 app = typer.Typer(
     name="calibench",
@@ -56,17 +57,40 @@ _USAGE = (click.ClickException, *_vendored_click_errors())
 _ABORT = (click.exceptions.Abort, typer.Abort)
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None):  # noqa: ANN001, ANN202
+    """calibench's own warnings (an unverified run folder, mixed class counts) as one line on stderr."""
+    if (category.__module__ or "").startswith("calibench"):
+        typer.secho(f"warning: {' '.join(str(message).split())}", err=True, fg="yellow")
+        return
+    _default_showwarning(message, category, filename, lineno, file, line)
+
+
+_default_showwarning = warnings.showwarning
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the app, turning user errors into one line and exit code 2."""
+    warnings.showwarning = _show_warning
     try:
         result = app(args=argv, standalone_mode=False)
     except CalibenchError as exc:
-        typer.secho(f"error: {exc}", err=True, fg="red")
+        _error_line(str(exc))
+        return 2
+    except OSError as exc:  # disk full, permission denied, a special file as --out or --diagram, ...
+        _error_line(os_error_line(exc))
+        return 2
+    except MemoryError:
+        _error_line("out of memory (an input or an option is too large for this machine)")
         return 2
     except _EXIT as exc:
         return exc.exit_code
     except _USAGE as exc:
-        exc.show()
+        if type(exc).__name__ == "NoArgsIsHelpError":  # a bare group: its help is the answer
+            exc.show()
+            return 2
+        ctx = getattr(exc, "ctx", None)
+        hint = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+        _error_line(exc.format_message() + hint)  # a bad option is one line too, like every other error
         return 2
     except _ABORT:
         typer.echo("aborted", err=True)
@@ -74,7 +98,40 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
         return 130
+    except Exception as exc:
+        if (line := library_error_line(exc)) is None:
+            raise
+        _error_line(line)
+        return 2
     return result if isinstance(result, int) else 0
+
+
+def _error_line(message: str) -> None:
+    """Print ``error: message`` as exactly one line on stderr (newlines in a message are folded)."""
+    text = " ".join(message.split())
+    if len(text) > 2000:
+        text = text[:1997] + "..."
+    typer.secho(f"error: {text}", err=True, fg="red")
+
+
+def library_error_line(exc: BaseException) -> str | None:
+    """One line for the errors libraries raise on hostile weight files (a truncated safetensors file, a
+    header that claims a huge tensor, a pickle that torch's weights-only unpickler refuses); None for
+    anything else, which is a bug and keeps its traceback."""
+    import pickle
+
+    name = type(exc).__name__
+    module = type(exc).__module__ or ""
+    if name == "SafetensorError" or module.startswith("safetensors"):
+        return f"unreadable safetensors file: {_first(exc)}"
+    if isinstance(exc, pickle.UnpicklingError):
+        return f"refused to unpickle weights: {_first(exc)}"
+    return None
+
+
+def _first(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:300] if text else type(exc).__name__
 
 
 if __name__ == "__main__":

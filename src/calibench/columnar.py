@@ -13,6 +13,7 @@ offending line. So the two paths give identical frames on every file the fast on
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -119,12 +120,14 @@ def _plain_struct(column: Any) -> bool:
     return True
 
 
-def _prob_lists(column: Any) -> Any | None:
-    """The probs column as one ``list<double>`` array (JSON text in CSV parsed; nulls kept), or None."""
+def _prob_lists(column: Any, text_source: bool) -> Any | None:
+    """The probs column as one ``list<double>`` array (JSON text parsed in CSV only; nulls kept), or None."""
     import pyarrow as pa
 
     column = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
     if _is_text(column.type):
+        if not text_source:
+            return None  # JSON text where a list belongs: the row reader refuses it by line
         try:
             column = pa.array([None if v is None else json.loads(v) for v in column.to_pylist()])
         except (ValueError, pa.ArrowException):
@@ -151,7 +154,20 @@ def _labels(column: Any) -> tuple[np.ndarray, np.ndarray] | None:
     return values.astype(np.int64), null
 
 
-def _classes(probs: Any, label: Any, n: int, prob_tol: float) -> tuple[list, Any] | None:
+@dataclass
+class _Classes:
+    """The class columns, checked row by row, and what the cross-column rules read."""
+
+    probs: list            # lists, or None per row
+    label: Any             # nullable Int64
+    values: np.ndarray | None = None  # every class probability, row after row (rows with probs only)
+    starts: np.ndarray | None = None  # where each row with probs starts in ``values``
+    sizes: np.ndarray | None = None   # class counts of those rows
+    rows: np.ndarray | None = None    # their row numbers
+    labels: np.ndarray | None = None  # their labels
+
+
+def _classes(probs: Any, label: Any, n: int, prob_tol: float, text_source: bool) -> _Classes | None:
     """(probs as lists or None per row, labels as nullable Int64), every row checked, or None.
 
     As in the row reader: a row with probs needs a label in range; a row without probs may carry a
@@ -159,7 +175,7 @@ def _classes(probs: Any, label: Any, n: int, prob_tol: float) -> tuple[list, Any
     """
     if label is None or label.null_count == n:
         if probs is None or probs.null_count == n:
-            return [None] * n, pd.array([None] * n, dtype="Int64")
+            return _Classes([None] * n, pd.array([None] * n, dtype="Int64"))
         return None  # probs without labels: the row reader names the row
     labels = _labels(label)
     if labels is None:
@@ -169,7 +185,7 @@ def _classes(probs: Any, label: Any, n: int, prob_tol: float) -> tuple[list, Any
         has = np.zeros(n, dtype=bool)
         lists = None
     else:
-        lists = _prob_lists(probs)
+        lists = _prob_lists(probs, text_source)
         if lists is None or lists.values.null_count:
             return None
         has = ~lists.is_null().to_numpy(zero_copy_only=False)
@@ -196,11 +212,40 @@ def _classes(probs: Any, label: Any, n: int, prob_tol: float) -> tuple[list, Any
     else:
         out_probs = lists.to_pylist()
     out_labels = pd.arrays.IntegerArray(np.where(label_null, 0, ids), label_null)
-    return out_probs, out_labels
+    found = _Classes(out_probs, out_labels)
+    if has.any():
+        found.values, found.rows = values, np.flatnonzero(has)
+        found.starts, found.sizes, found.labels = offsets[:-1][has] - first, sizes[has], ids[has]
+    return found
 
 
-def frame(table: Any, *, columns: tuple[str, ...], defaults: dict[str, Any], prob_tol: float,
-          extra_to_json: Any) -> pd.DataFrame | None:
+def _contract_holds(out: dict[str, Any], classes: _Classes, conf_tol: float) -> bool:
+    """The cross-column rules of ``records.check_contract``, on whole columns: confidence is
+    max(probs), ``correct`` agrees with probs and label, one class count per task x method (else the
+    row reader warns), each item once per model x revision x task x method."""
+    keys = pd.DataFrame({c: out[c] for c in ("model", "revision", "task", "method", "item_id")})
+    if keys.duplicated().any():
+        return False
+    if classes.values is None:
+        return True
+    values, starts, rows = classes.values, classes.starts, classes.rows
+    top = np.maximum.reduceat(values, starts)
+    if (np.abs(out["confidence"][rows] - top) > conf_tol).any():
+        return False
+    gold_at = starts + classes.labels
+    gold = values[gold_at]
+    rest = values.copy()
+    rest[gold_at] = -1.0
+    others = np.maximum.reduceat(rest, starts)
+    says = out["correct"][rows]
+    if (says & (gold < top - conf_tol)).any() or (~says & (gold > others + conf_tol)).any():
+        return False
+    groups = keys.iloc[rows][["task", "method"]].assign(k=classes.sizes)
+    return bool((groups.groupby(["task", "method"], sort=False)["k"].nunique() == 1).all())
+
+
+def frame(table: Any, *, columns: tuple[str, ...], defaults: dict[str, Any], prob_tol: float, conf_tol: float,
+          extra_to_json: Any, text_source: bool = False) -> pd.DataFrame | None:
     """The contract frame of ``table`` if every row passes the contract's checks, else None."""
     import pyarrow as pa
     import pyarrow.compute as pc
@@ -235,10 +280,12 @@ def frame(table: Any, *, columns: tuple[str, ...], defaults: dict[str, Any], pro
         out["extra"] = [extra_to_json(v) for v in extra.to_pylist()]
     else:
         return None
-    classes = _classes(get.get("probs"), get.get("label"), n, prob_tol)
+    classes = _classes(get.get("probs"), get.get("label"), n, prob_tol, text_source)
     if classes is None:
         return None
-    out["probs"], out["label"] = classes
+    out["probs"], out["label"] = classes.probs, classes.label
     out["confidence"] = conf
     out["correct"] = correct
+    if not _contract_holds(out, classes, conf_tol):
+        return None
     return pd.DataFrame({c: out[c] for c in columns})

@@ -36,8 +36,10 @@ import pandas as pd
 
 from calibench.errors import CalibenchError
 from calibench.io import write_json
+from calibench.limits import MAX_BINS, MAX_RESAMPLES, check_cap
 from calibench.methods import MethodOptions, parse_methods, resolve_methods
 from calibench.records import RECORDS_FILE, RecordWriter
+from calibench.runfolder import check_out, staged_folder
 from calibench.scoring import RecordChunk, score
 
 METRICS_FILE = "metrics.json"
@@ -151,12 +153,15 @@ def run_eval(
     """
     started = time.time()
     out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise CalibenchError(f"{out}: exists and is not a folder")
+    check_out(out)  # a file, or a folder that is not a run, is refused before anything is loaded
     if n_bins < 1:
-        raise CalibenchError(f"n_bins must be >= 1, got {n_bins}")
+        raise CalibenchError(f"--n-bins must be >= 1, got {n_bins}")
     if bootstrap < 0:
-        raise CalibenchError(f"bootstrap must be >= 0, got {bootstrap}")
+        raise CalibenchError(f"--bootstrap must be >= 0, got {bootstrap}")
+    if batch_size < 1:
+        raise CalibenchError(f"--batch-size must be >= 1, got {batch_size}")
+    check_cap("--n-bins", n_bins, MAX_BINS)
+    check_cap("--bootstrap", bootstrap, MAX_RESAMPLES)
     opts = make_method_options(num_fewshot=num_fewshot, chat_template=chat_template,
                                max_new_tokens=max_new_tokens, window=window, stride=stride, extra=method_options)
     parse_methods(methods)
@@ -173,39 +178,40 @@ def run_eval(
     counts: dict[tuple[str, str], int] = {}
     frames: list[pd.DataFrame] = []
     t0 = time.time()
-    chunks = score_loaded(loaded, units, opts, batch_size=batch_size, device=device, seed=seed, progress=progress)
-    with RecordWriter(out / RECORDS_FILE) as writer, closing(chunks):
-        for chunk in chunks:
-            writer.write(chunk.frame)
-            frames.append(chunk.frame)
-            key = (chunk.task.name, chunk.method)
-            counts[key] = counts.get(key, 0) + len(chunk.frame)
-            if chunk.last:
-                _log(progress, f"[{len(counts)}/{len(units)}] {chunk.task.name} · {chunk.method}: "
-                               f"{counts[key]} records in {time.time() - t0:.1f}s")
-                t0 = time.time()
-    records = pd.concat(frames, ignore_index=True)
-    metrics = _summarize(records, n_bins=n_bins, bootstrap=bootstrap, seed=seed)
-    write_json(out / METRICS_FILE, {"n_bins": n_bins, "binning": "width", "bootstrap": bootstrap, "level": 0.95,
-                                    "seed": seed, "metrics": _jsonable_metrics(metrics)})
-    pngs = write_reliability_grids(records, out, n_bins=n_bins) if figures else []
-    write_json(out / CONFIG_FILE, {
-        "calibench_run": 1,
-        "command": command if command is not None else shlex.join(sys.argv),
-        "versions": _versions(),
-        "model": {"model_args": model_args, "model_id": model_id, "revision": revision,
-                  "weights_hash": getattr(loaded, "weights_hash", None), "spec": _spec_dict(getattr(loaded, "spec", None))},
-        "tasks": [{"name": t.name, "kind": t.kind, "n_items": len(t.items), "content_hash": t.content_hash}
-                  for t in task_objs],
-        "requested": {"tasks": list(tasks), "methods": methods if isinstance(methods, str) else list(methods)},
-        "units": [{"task": t.name, "method": m, "n_records": counts[(t.name, m)]} for t, m in units],
-        "seed": seed,
-        "options": {**dataclasses.asdict(opts), "batch_size": batch_size, "device": device, "limit": limit,
-                    "n_bins": n_bins, "bootstrap": bootstrap, "trust_remote_code": trust_remote_code,
-                    "allow_pickle": allow_pickle},
-        "figures": pngs,
-        "seconds": round(time.time() - started, 3),
-    })
+    with staged_folder(out) as stage:  # ``out`` gets the whole run (manifest last) or keeps the old one
+        chunks = score_loaded(loaded, units, opts, batch_size=batch_size, device=device, seed=seed, progress=progress)
+        with RecordWriter(stage / RECORDS_FILE) as writer, closing(chunks):
+            for chunk in chunks:
+                writer.write(chunk.frame)
+                frames.append(chunk.frame)
+                key = (chunk.task.name, chunk.method)
+                counts[key] = counts.get(key, 0) + len(chunk.frame)
+                if chunk.last:
+                    _log(progress, f"[{len(counts)}/{len(units)}] {chunk.task.name} · {chunk.method}: "
+                                   f"{counts[key]} records in {time.time() - t0:.1f}s")
+                    t0 = time.time()
+        records = pd.concat(frames, ignore_index=True)
+        metrics = _summarize(records, n_bins=n_bins, bootstrap=bootstrap, seed=seed)
+        write_json(stage / METRICS_FILE, {"n_bins": n_bins, "binning": "width", "bootstrap": bootstrap, "level": 0.95,
+                                        "seed": seed, "metrics": _jsonable_metrics(metrics)})
+        pngs = write_reliability_grids(records, stage, n_bins=n_bins) if figures else []
+        write_json(stage / CONFIG_FILE, {
+            "calibench_run": 1,
+            "command": command if command is not None else shlex.join(sys.argv),
+            "versions": _versions(),
+            "model": {"model_args": model_args, "model_id": model_id, "revision": revision,
+                      "weights_hash": getattr(loaded, "weights_hash", None), "spec": _spec_dict(getattr(loaded, "spec", None))},
+            "tasks": [{"name": t.name, "kind": t.kind, "n_items": len(t.items), "content_hash": t.content_hash}
+                      for t in task_objs],
+            "requested": {"tasks": list(tasks), "methods": methods if isinstance(methods, str) else list(methods)},
+            "units": [{"task": t.name, "method": m, "n_records": counts[(t.name, m)]} for t, m in units],
+            "seed": seed,
+            "options": {**dataclasses.asdict(opts), "batch_size": batch_size, "device": device, "limit": limit,
+                        "n_bins": n_bins, "bootstrap": bootstrap, "trust_remote_code": trust_remote_code,
+                        "allow_pickle": allow_pickle},
+            "figures": pngs,
+            "seconds": round(time.time() - started, 3),
+        })
     return RunResult(out, records, metrics)
 
 

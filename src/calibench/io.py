@@ -19,8 +19,11 @@ from typing import Any
 def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path beside ``target``; on success rename it over ``target``."""
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    except OSError as exc:  # name the file the user asked for, not our temporary one
+        raise OSError(exc.errno, exc.strerror, str(target)) from None
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -29,6 +32,10 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
             os.fsync(fh.fileno())
         os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600 files; honour the user's umask
         os.replace(tmp_path, target)
+    except OSError as exc:
+        if exc.filename is not None and Path(exc.filename) == tmp_path:
+            raise OSError(exc.errno, exc.strerror, str(target)) from None
+        raise
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
@@ -58,7 +65,9 @@ def write_with(target: str | os.PathLike[str], writer: Callable[[Path], None]) -
 def read_text(path: str | os.PathLike[str]) -> str:
     """A UTF-8 text file's contents; a missing, unreadable or non-UTF-8 file is one clear error."""
     from calibench.errors import CalibenchError
+    from calibench.strict import check_regular_file
 
+    check_regular_file(path)  # a FIFO would block, /dev/zero would grow memory without bound
     try:
         return Path(path).read_text(encoding="utf-8")
     except FileNotFoundError as exc:
@@ -76,6 +85,7 @@ def read_jsonl_lines(path: str | os.PathLike[str]) -> list[tuple[int, dict[str, 
     here, so a missing file, non-UTF-8 text or a malformed line always names ``file:line``.
     """
     from calibench.errors import located
+    from calibench.strict import DuplicateKeyError, loads_json
 
     path = Path(path)
     rows: list[tuple[int, dict[str, Any]]] = []
@@ -83,9 +93,11 @@ def read_jsonl_lines(path: str | os.PathLike[str]) -> list[tuple[int, dict[str, 
         if not line.strip():
             continue
         try:
-            obj = json.loads(line)
+            obj = loads_json(line)
         except json.JSONDecodeError as exc:
             raise located(f"invalid JSON ({exc.msg} at column {exc.colno})", path=path, line=lineno) from exc
+        except DuplicateKeyError as exc:
+            raise located(f"invalid JSON ({exc}; a key may appear once per object)", path=path, line=lineno) from None
         if not isinstance(obj, dict):
             raise located("each line must be a JSON object", path=path, line=lineno)
         rows.append((lineno, obj))

@@ -20,7 +20,7 @@ Readers accept JSONL, CSV (``probs``/``extra`` as JSON text) and Parquet. Only `
 This module also owns the on-disk form of records: the Arrow schema of ``records.parquet``
 (``arrow_schema``), the streaming writer that producers use (``RecordWriter``: chunks go to a
 temporary file that is renamed into place only when the writer is closed) and the reader of a run
-folder (``load_run_records``).
+folder (``load_run_records``, which checks the folder against its manifest: ``calibench.runfolder``).
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import warnings
 from collections.abc import Iterable, Mapping
 from contextlib import ExitStack
 from pathlib import Path
@@ -37,8 +38,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from calibench.errors import CalibenchError, located
+from calibench.errors import CalibenchError, located, quote
 from calibench.io import atomic_path, read_jsonl_lines, write_with
+from calibench.strict import check_regular_file
 
 RECORDS_FILE = "records.parquet"
 
@@ -75,8 +77,15 @@ def make_records(rows: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
     return normalize(df, source="<records>")
 
 
-def normalize(df: pd.DataFrame, *, source: str = "<records>") -> pd.DataFrame:
-    """Fill defaults, coerce dtypes and validate every row; errors name ``source`` and the row."""
+def normalize(df: pd.DataFrame, *, source: str = "<records>", text_source: bool = False) -> pd.DataFrame:
+    """Fill defaults, coerce dtypes and validate every row; errors name ``source`` and the row.
+
+    Strict on purpose: ``confidence`` must be a number (a string or a bool is refused unless the source is
+    CSV text, ``text_source``), ``probs`` a list (JSON text only from CSV), one class count per task x
+    method, ``confidence == max(probs)`` and ``correct`` agreeing with ``probs``/``label`` where both
+    are given, and each ``item_id`` once per model x task x method. Mixed class counts within a task x method
+    (variable-choice tasks) are allowed, with a ``MixedClassesWarning``.
+    """
     if len(df) == 0:
         raise CalibenchError(f"{source}: no records")
     for col in REQUIRED:
@@ -91,6 +100,12 @@ def normalize(df: pd.DataFrame, *, source: str = "<records>") -> pd.DataFrame:
     for col in ("model", "revision", "task", "method", "item_id", "pred"):
         df[col] = df[col].map(lambda v: "" if v is None or (isinstance(v, float) and math.isnan(v)) else str(v))
     df["extra"] = df["extra"].map(_extra_to_json)
+    if not text_source and not pd.api.types.is_float_dtype(df["confidence"]) \
+            and not pd.api.types.is_integer_dtype(df["confidence"]):
+        for i, v in enumerate(df["confidence"]):
+            if not _is_number(v) and v is not None:
+                raise located(f"confidence must be a number, got {_show(v)} ({type(v).__name__})",
+                              path=source, line=_row_line(df, i), field="confidence")
     conf = pd.to_numeric(df["confidence"], errors="coerce").to_numpy(dtype=float)
     bad = ~np.isfinite(conf) | (conf < 0) | (conf > 1)
     if bad.any():
@@ -107,19 +122,101 @@ def normalize(df: pd.DataFrame, *, source: str = "<records>") -> pd.DataFrame:
         df["probs"] = [None] * len(df)
         df["label"] = pd.array([None] * len(df), dtype="Int64")
     else:
-        probs = [_as_probs(v, source, _row_line(df, i)) for i, v in enumerate(df["probs"])]
+        probs = [_as_probs(v, source, _row_line(df, i), text_source) for i, v in enumerate(df["probs"])]
         labels = [_as_label(v, p, source, _row_line(df, i)) for i, (v, p) in enumerate(zip(df["label"], probs, strict=True))]
+        _check_class_rows(df, probs, labels, source)
         df["probs"] = probs
         df["label"] = pd.array(labels, dtype="Int64")
+    _check_unique_items(df, source)
     return df[list(COLUMNS)].reset_index(drop=True)
+
+
+CONF_TOL = 1e-6  # |confidence - max(probs)| allowed where both are given
+
+
+def check_contract(df: pd.DataFrame, source: str = "<records>") -> None:
+    """The cross-column rules of ``normalize`` on an already contract-shaped frame (probs as lists or
+    None, label as ints or NA): confidence is max(probs), correct agrees with probs and label, each
+    item once per model x task x method. Any other reader that builds records (a columnar fast path)
+    calls this so it accepts exactly what the row reader accepts."""
+    probs = [None if _is_null(p) else list(p) for p in df["probs"]]
+    labels = [None if _is_null(v) else int(v) for v in df["label"]]
+    if any(p is not None for p in probs):
+        _check_class_rows(df, probs, labels, source)
+    _check_unique_items(df, source)
+
+
+def _check_class_rows(df: pd.DataFrame, probs: list[list[float] | None], labels: list[int | None],
+                      source: str) -> None:
+    """Per row: confidence is max(probs), correct agrees with probs and label; per task x method: a
+    warning where class counts differ (every class-wise metric is then skipped for that group)."""
+    conf = df["confidence"].to_numpy(dtype=float).tolist()
+    correct = df["correct"].to_numpy(dtype=bool).tolist()
+    tasks, methods = df["task"].tolist(), df["method"].tolist()
+    sizes: dict[tuple[str, str], tuple[int, int]] = {}
+    mixed: set[tuple[str, str]] = set()
+    for i, p in enumerate(probs):
+        if p is None:
+            continue
+        top = max(p)
+        if abs(conf[i] - top) > CONF_TOL:
+            raise located(f"confidence {conf[i]!r} is not max(probs) = {top!r} (tolerance {CONF_TOL})",
+                          path=source, line=_row_line(df, i), field="confidence")
+        lab = labels[i]
+        if lab is not None:
+            gold = p[lab]
+            others = max(p[:lab] + p[lab + 1:], default=-1.0)
+            says = correct[i]
+            if says and gold < top - CONF_TOL:
+                raise located(f"correct is true but label {lab} is not the most probable class",
+                              path=source, line=_row_line(df, i), field="correct")
+            if not says and gold > others + CONF_TOL:
+                raise located(f"correct is false but label {lab} is the most probable class",
+                              path=source, line=_row_line(df, i), field="correct")
+        key = (tasks[i], methods[i])
+        first = sizes.setdefault(key, (len(p), i))
+        if first[0] != len(p) and key not in mixed:
+            mixed.add(key)
+            warnings.warn(f"{source}: {_where(df, i)}: {len(p)} classes, but task {quote(key[0])} method "
+                          f"{quote(key[1])} has {first[0]}-class rows (first at {_where(df, first[1])}); "
+                          "class-wise metrics (multi-class Brier, SCE, ...) are skipped for it",
+                          MixedClassesWarning, stacklevel=2)
+
+
+class MixedClassesWarning(UserWarning):
+    """A task x method mixes class counts (legitimate for variable-choice tasks), so class-wise metrics
+    are skipped: said out loud rather than dropped silently."""
+
+
+def _check_unique_items(df: pd.DataFrame, source: str) -> None:
+    """Each item_id at most once per model x revision x task x method (a duplicate would count one item
+    twice; one file may hold several models, as ``from-lm-eval A B`` writes)."""
+    dup = df.duplicated(["model", "revision", "task", "method", "item_id"], keep="first").to_numpy()
+    if dup.any():
+        i = int(np.flatnonzero(dup)[0])
+        raise located(f"item_id {quote(df['item_id'].iat[i])} appears twice for task {quote(df['task'].iat[i])} "
+                      f"method {quote(df['method'].iat[i])}; drop the duplicate rows",
+                      path=source, line=_row_line(df, i), field="item_id")
+
+
+def _where(df: pd.DataFrame, i: int) -> str:
+    line = _row_line(df, i)
+    return f"line {line}" if line is not None else f"row {i}"
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_))
 
 
 def read_records(path: str | os.PathLike[str]) -> pd.DataFrame:
     """Read and validate a records file (.jsonl/.json, .csv, .parquet)."""
     path = Path(path)
-    if not path.exists():
-        raise CalibenchError(f"{path}: no such file")
+    check_regular_file(path, what="records file")  # no FIFOs (they block), no /dev/zero, bounded size
     suffix = path.suffix.lower()
+    if suffix == ".parquet" and path.name == RECORDS_FILE and (path.parent / "manifest.json").is_file():
+        from calibench.runfolder import verify_folder
+
+        verify_folder(path.parent)  # a run folder's records must be the ones its manifest names
     fast = _read_columnar(path, suffix)
     if fast is not None:
         return fast
@@ -138,7 +235,7 @@ def read_records(path: str | os.PathLike[str]) -> pd.DataFrame:
             raise CalibenchError(f"{path}: cannot read Parquet: {exc}") from exc
     else:
         raise CalibenchError(f"{path}: unknown records format '{suffix}' (use .jsonl, .csv or .parquet)")
-    return normalize(df, source=str(path))
+    return normalize(df, source=str(path), text_source=suffix == ".csv")
 
 
 def _read_columnar(path: Path, suffix: str) -> pd.DataFrame | None:
@@ -149,7 +246,8 @@ def _read_columnar(path: Path, suffix: str) -> pd.DataFrame | None:
     table = columnar.read_table(path, suffix)
     if table is None:
         return None
-    return columnar.frame(table, columns=COLUMNS, defaults=_DEFAULTS, prob_tol=PROB_TOL, extra_to_json=_extra_to_json)
+    return columnar.frame(table, columns=COLUMNS, defaults=_DEFAULTS, prob_tol=PROB_TOL, conf_tol=CONF_TOL,
+                          extra_to_json=_extra_to_json, text_source=suffix == ".csv")
 
 
 def write_records(df: pd.DataFrame, path: str | os.PathLike[str]) -> None:
@@ -239,6 +337,8 @@ class RecordWriter:
 def load_run_records(run: str | os.PathLike[str]) -> pd.DataFrame:
     """Records of a run folder (or a records file) without per-row revalidation (they were validated
     when written); ``label`` comes back as nullable Int64."""
+    from calibench.runfolder import verify_folder
+
     path = Path(run)
     if path.is_dir():
         path = path / RECORDS_FILE
@@ -246,6 +346,9 @@ def load_run_records(run: str | os.PathLike[str]) -> pd.DataFrame:
         raise CalibenchError(f"{run}: not a calibench run (no {RECORDS_FILE})")
     if path.suffix.lower() != ".parquet":
         return read_records(path)
+    if path.name == RECORDS_FILE:
+        verify_folder(path.parent)  # a run folder's files must match its manifest (never a mix of two runs)
+    check_regular_file(path, what="records file")
     try:
         df = pd.read_parquet(path)
     except Exception as exc:  # pyarrow raises several types for broken files
@@ -262,6 +365,9 @@ def _read_jsonl(path: Path) -> pd.DataFrame:
     rows = [{**obj, "_line": lineno} for lineno, obj in read_jsonl_lines(path)]
     if not rows:
         raise CalibenchError(f"{path}: no records")
+    for col in REQUIRED:  # absent from some rows only: name the row (pandas would fill it with NaN)
+        if any(col in r for r in rows) and (lacking := next((r for r in rows if col not in r), None)):
+            raise located(f"missing required field '{col}'", path=path, line=lacking["_line"])
     return pd.DataFrame(rows)
 
 
@@ -291,9 +397,12 @@ def _is_null(v: Any) -> bool:
     return v is pd.NA
 
 
-def _as_probs(v: Any, source: str, line: int | None) -> list[float] | None:
+def _as_probs(v: Any, source: str, line: int | None, text_source: bool = False) -> list[float] | None:
     if _is_null(v):
         return None
+    if isinstance(v, str) and not text_source:
+        raise located(f"probs must be a list of numbers, got a string {_show(v)}", path=source, line=line,
+                      field="probs")
     if isinstance(v, str):
         if not v.strip():
             return None
@@ -303,6 +412,8 @@ def _as_probs(v: Any, source: str, line: int | None) -> list[float] | None:
             raise located("probs is not a JSON list", path=source, line=line, field="probs") from exc
         if v is None:
             return None
+    if isinstance(v, (list, tuple, np.ndarray)) and any(isinstance(x, (bool, np.bool_, str)) for x in v):
+        raise located(f"probs must be a list of numbers, got {_show(v)}", path=source, line=line, field="probs")
     try:
         arr = np.asarray(v, dtype=float)
     except (TypeError, ValueError) as exc:
@@ -339,10 +450,8 @@ def _as_label(v: Any, probs: list[float] | None, source: str, line: int | None) 
 
 
 def _show(v: Any) -> str:
-    """repr() of a value as the user wrote it (numpy scalars shown as plain Python numbers)."""
-    if isinstance(v, np.generic):
-        v = v.item()
-    return repr(v)
+    """repr() of a value as the user wrote it, cut short (``calibench.errors.quote``)."""
+    return quote(v)
 
 
 def _extra_to_json(v: Any) -> str:

@@ -149,8 +149,11 @@ def compare_command(
     from rich.table import Table
 
     from calibench.compare import compare_runs, default_out_dir, write_comparison
+    from calibench.limits import MAX_BINS, MAX_RESAMPLES, check_cap
     from calibench.metrics import METRICS
 
+    check_cap("--n-bins", n_bins, MAX_BINS)
+    check_cap("--bootstrap", bootstrap, MAX_RESAMPLES)
     shown = _split(metrics, "metrics") if metrics is not None else list(METRICS)
     unknown = [m for m in shown if m not in METRICS]
     if unknown:

@@ -23,7 +23,31 @@ THREADS = typer.Option(None, "--threads", min=1,
                        help="torch intra-op threads (default: 1 for lab sizes or a busy CPU, else torch's).")
 QUIET = typer.Option(False, "--quiet", help="No progress bars, library logs or warnings.")
 WORLD = typer.Option(None, "--world", help="World dir (for world data and the calibration curve).")
-EVAL_ITEMS = typer.Option(100, "--eval-items", help="Facts and MC items scored at every checkpoint.")
+EVAL_ITEMS = typer.Option(100, "--eval-items", min=0, help="Facts and MC items scored at every checkpoint.")
+ALLOW_PICKLE = typer.Option(False, "--allow-pickle",
+                            help="Allow non-safetensors (pickle) weights; pickles can run code when loaded.")
+
+
+def _check_model(path: Path, allow_pickle: bool, *, kind: str = "causal") -> None:
+    """The weights policy (and, for a reward model, its score head) before any data is read or written."""
+    from calibench.models.loading import check_folder_policy
+
+    if not (Path(path) / "config.json").is_file():
+        raise CalibenchError(f"{path}: not a model folder (no config.json)")
+    check_folder_policy(path, allow_pickle=allow_pickle, trust_remote_code=False)
+    if kind == "scorer":
+        from calibench.train.sft import require_score_head
+
+        require_score_head(path)
+
+
+def _positive_lr(value: float | None) -> float | None:
+    """``--lr`` must be a finite number > 0 (a negative rate trains away from the data, silently)."""
+    import math
+
+    if value is not None and not (math.isfinite(value) and value > 0):
+        raise typer.BadParameter(f"must be a number > 0, got {value}", param_hint="'--lr'")
+    return value
 
 
 def _quiet(quiet: bool) -> bool:
@@ -103,9 +127,9 @@ def pretrain_cmd(
     world: Path = typer.Option(..., "--world", help="World dir (uses its corpus.txt)."),
     out: Path = typer.Option(..., "--out", help="Output dir: OUT/<size>/stepN/ and OUT/<size>/."),
     sizes: str = typer.Option("lab-70k,lab-300k,lab-1m", "--sizes", help="Comma-separated size names."),
-    steps: int = typer.Option(300, "--steps", help="Optimizer steps per size."),
-    batch_size: int = typer.Option(16, "--batch-size"),
-    lr: float = typer.Option(3e-3, "--lr"),
+    steps: int = typer.Option(300, "--steps", min=1, help="Optimizer steps per size."),
+    batch_size: int = typer.Option(16, "--batch-size", min=1),
+    lr: float = typer.Option(3e-3, "--lr", callback=_positive_lr),
     vocab_size: int = typer.Option(512, "--vocab-size", help="BPE vocabulary size."),
     first_checkpoint: int = typer.Option(16, "--first-checkpoint", help="Checkpoints at 0, F, 2F, 4F, ..., steps."),
     calibration: bool = typer.Option(True, "--calibration/--no-calibration", help="Score every checkpoint."),
@@ -141,9 +165,10 @@ def sft_cmd(
     data: str = typer.Option("diverse", "--data", help="diverse, narrow, or a file (Alpaca JSON, oasst1, JSONL)."),
     world: Path = WORLD,
     method: str = typer.Option("full", "--method", help="full or lora."),
-    epochs: int = typer.Option(3, "--epochs"),
-    batch_size: int = typer.Option(16, "--batch-size"),
-    lr: float = typer.Option(None, "--lr", help="Default 5e-4 (full) or 5e-3 (lora)."),
+    epochs: int = typer.Option(3, "--epochs", min=1),
+    batch_size: int = typer.Option(16, "--batch-size", min=1),
+    lr: float = typer.Option(None, "--lr", callback=_positive_lr, help="Default 5e-4 (full) or 5e-3 (lora)."),
+    allow_pickle: bool = ALLOW_PICKLE,
     lora_r: int = typer.Option(8, "--lora-r"),
     eval_items: int = EVAL_ITEMS,
     device: str = DEVICE,
@@ -155,10 +180,11 @@ def sft_cmd(
     from calibench.train.formats import load_instruction_data
     from calibench.train.sft import SFTSettings, run_sft
 
+    _check_model(base, allow_pickle)
     rows = load_instruction_data(data, world)
     settings = SFTSettings(method=method, epochs=epochs, batch_size=batch_size, lr=lr, lora_r=lora_r, seed=seed,
                            device=_device(device), threads=threads, progress=_quiet(quiet))
-    r = run_sft(base, rows, out, settings, world_dir=world, eval_items=eval_items)
+    r = run_sft(base, rows, out, settings, world_dir=world, eval_items=eval_items, allow_pickle=allow_pickle)
     _table(f"SFT ({method}) into {out}", [("examples", r["examples"]), ("trainable parameters",
            r["trainable_parameters"]), ("seconds", r["seconds"]), *_curve_rows(out)])
 
@@ -176,9 +202,10 @@ def reward_cmd(
     out: Path = typer.Option(..., "--out"),
     data: str = typer.Option("world", "--data", help="world, or a file ({prompt, chosen, rejected} or HH-RLHF)."),
     world: Path = WORLD,
-    epochs: int = typer.Option(1, "--epochs"),
-    batch_size: int = typer.Option(8, "--batch-size"),
-    lr: float = typer.Option(1e-3, "--lr"),
+    epochs: int = typer.Option(1, "--epochs", min=1),
+    batch_size: int = typer.Option(8, "--batch-size", min=1),
+    lr: float = typer.Option(1e-3, "--lr", callback=_positive_lr),
+    allow_pickle: bool = ALLOW_PICKLE,
     device: str = DEVICE,
     seed: int = SEED,
     threads: int | None = THREADS,
@@ -188,10 +215,11 @@ def reward_cmd(
     from calibench.train.formats import load_preference_data
     from calibench.train.preference import run_reward
 
+    _check_model(base, allow_pickle)
     rows = load_preference_data(data, world)
     s = _pref_settings(epochs=epochs, batch_size=batch_size, lr=lr, device=device, seed=seed, threads=threads,
                        progress=_quiet(quiet))
-    r = run_reward(base, rows, out, s)
+    r = run_reward(base, rows, out, s, allow_pickle=allow_pickle)
     _table(f"reward model in {out}", [("pairs", r["examples"]), ("pairwise accuracy (train)", r["pairwise_accuracy"]),
                                       ("seconds", r["seconds"])])
 
@@ -203,13 +231,14 @@ def rl_cmd(
     out: Path = typer.Option(..., "--out"),
     data: str = typer.Option("world", "--data", help="Prompts: world, or a preference file."),
     world: Path = WORLD,
-    steps: int = typer.Option(8, "--steps"),
-    batch_size: int = typer.Option(8, "--batch-size"),
+    steps: int = typer.Option(8, "--steps", min=1),
+    batch_size: int = typer.Option(8, "--batch-size", min=1),
     num_generations: int = typer.Option(4, "--num-generations", help="Completions per prompt (RLOO baseline)."),
     max_completion_length: int = typer.Option(16, "--max-completion-length"),
-    lr: float = typer.Option(1e-4, "--lr"),
+    lr: float = typer.Option(1e-4, "--lr", callback=_positive_lr),
     beta: float = typer.Option(0.1, "--beta", help="KL penalty to the initial policy."),
     eval_items: int = EVAL_ITEMS,
+    allow_pickle: bool = ALLOW_PICKLE,
     device: str = DEVICE,
     seed: int = SEED,
     threads: int | None = THREADS,
@@ -219,11 +248,13 @@ def rl_cmd(
     from calibench.train.formats import load_preference_data
     from calibench.train.preference import run_rl
 
+    _check_model(policy, allow_pickle)
+    _check_model(reward_model, allow_pickle, kind="scorer")
     rows = load_preference_data(data, world)
     s = _pref_settings(steps=steps, batch_size=batch_size, num_generations=num_generations,
                        max_completion_length=max_completion_length, lr=lr, beta=beta, device=device, seed=seed,
                        threads=threads, progress=_quiet(quiet))
-    r = run_rl(policy, reward_model, rows, out, s, world_dir=world, eval_items=eval_items)
+    r = run_rl(policy, reward_model, rows, out, s, world_dir=world, eval_items=eval_items, allow_pickle=allow_pickle)
     _table(f"RL policy in {out}", [("mean reward, first step", r["mean_reward_first"]),
                                   ("mean reward, last step", r["mean_reward_last"]), ("seconds", r["seconds"]),
                                   *_curve_rows(out)])
@@ -235,11 +266,12 @@ def dpo_cmd(
     out: Path = typer.Option(..., "--out"),
     data: str = typer.Option("world", "--data", help="world, or a file ({prompt, chosen, rejected} or HH-RLHF)."),
     world: Path = WORLD,
-    epochs: int = typer.Option(1, "--epochs"),
-    batch_size: int = typer.Option(8, "--batch-size"),
-    lr: float = typer.Option(5e-4, "--lr"),
+    epochs: int = typer.Option(1, "--epochs", min=1),
+    batch_size: int = typer.Option(8, "--batch-size", min=1),
+    lr: float = typer.Option(5e-4, "--lr", callback=_positive_lr),
     beta: float = typer.Option(0.1, "--beta"),
     eval_items: int = EVAL_ITEMS,
+    allow_pickle: bool = ALLOW_PICKLE,
     device: str = DEVICE,
     seed: int = SEED,
     threads: int | None = THREADS,
@@ -249,10 +281,11 @@ def dpo_cmd(
     from calibench.train.formats import load_preference_data
     from calibench.train.preference import run_dpo
 
+    _check_model(base, allow_pickle)
     rows = load_preference_data(data, world)
     s = _pref_settings(epochs=epochs, batch_size=batch_size, lr=lr, beta=beta, device=device, seed=seed,
                        threads=threads, progress=_quiet(quiet))
-    r = run_dpo(base, rows, out, s, world_dir=world, eval_items=eval_items)
+    r = run_dpo(base, rows, out, s, world_dir=world, eval_items=eval_items, allow_pickle=allow_pickle)
     _table(f"DPO model in {out}", [("pairs", r["examples"]), ("seconds", r["seconds"]), *_curve_rows(out)])
 
 

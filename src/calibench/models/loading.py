@@ -165,12 +165,54 @@ def _check_weights(folder: Path, *, allow_pickle: bool, gguf_file: str | None) -
             return
         raise CalibenchError(
             f"{folder}: only pickle weights ({', '.join(pickles[:3])}); pickles can run code when loaded, "
-            "so they are refused unless you pass --allow-pickle (or convert them to safetensors)"
+            f"so they are refused unless {PICKLE_HINT} (or convert them to safetensors)"
         )
     raise CalibenchError(f"{folder}: no model weights (*.safetensors) in this folder")
 
 
-def _resolve(spec: ModelSpec, *, allow_pickle: bool) -> _Source:
+PICKLE_HINT = "pickles are allowed (--allow-pickle; in a study file, settings: allow_pickle: true)"
+
+
+def check_folder_policy(folder: str | os.PathLike[str], *, allow_pickle: bool, trust_remote_code: bool,
+                        gguf_file: str | None = None, need_tokenizer: bool = True) -> None:
+    """The one weights policy every loader (eval, train, study, bench) applies to a local model folder:
+    safetensors unless ``allow_pickle``; a config or tokenizer config with ``auto_map`` (custom code)
+    refused unless ``trust_remote_code`` (transformers would otherwise load the stock class silently);
+    tokenizer files present (transformers would otherwise build an empty tokenizer)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise CalibenchError(f"{folder}: no such model folder")
+    _check_weights(folder, allow_pickle=allow_pickle, gguf_file=gguf_file)
+    if not (folder / "config.json").is_file() and not gguf_file:
+        raise CalibenchError(f"{folder}: not a model folder (no config.json)")
+    if not trust_remote_code:
+        for name in ("config.json", "tokenizer_config.json"):
+            if _config_field(folder / name, "auto_map") is not None:
+                raise CalibenchError(f"{folder / name}: has 'auto_map' (custom model code); it runs only with "
+                                     "--trust-remote-code (trust_remote_code=true), refused otherwise")
+    if need_tokenizer and not gguf_file and not _has_tokenizer(folder):
+        raise CalibenchError(f"{folder}: no tokenizer files ({', '.join(_TOKENIZER_FILES)}); "
+                             "save the tokenizer with the model or pass tokenizer=PATH")
+
+
+def _config_field(path: Path, key: str) -> Any:
+    """``key`` of a JSON config file (None when the file is absent); a broken file is one clear error."""
+    import json
+
+    from calibench.io import read_text
+    from calibench.strict import MAX_CONFIG_BYTES, DuplicateKeyError, check_regular_file, loads_json
+
+    if not path.is_file():
+        return None
+    check_regular_file(path, max_bytes=MAX_CONFIG_BYTES, what="JSON config")
+    try:
+        data = loads_json(read_text(path))
+    except (json.JSONDecodeError, DuplicateKeyError) as exc:
+        raise CalibenchError(f"{path}: invalid JSON ({exc})") from None
+    return data.get(key) if isinstance(data, dict) else None
+
+
+def _resolve(spec: ModelSpec, *, allow_pickle: bool, trust_remote_code: bool = False) -> _Source:
     import calibench.models.builtin as builtin
 
     name = spec.pretrained
@@ -202,8 +244,12 @@ def _resolve(spec: ModelSpec, *, allow_pickle: bool) -> _Source:
             raise CalibenchError(
                 f"{folder}: this is a PEFT adapter; load it with pretrained=BASE_MODEL,peft={folder}"
             )
-        _check_weights(folder, allow_pickle=allow_pickle, gguf_file=spec.gguf_file)
+        check_folder_policy(folder, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code,
+                            gguf_file=spec.gguf_file, need_tokenizer=False)
         tok = folder if _has_tokenizer(folder) else path
+        if not spec.tokenizer and not spec.gguf_file and not _has_tokenizer(tok):
+            raise CalibenchError(f"{folder}: no tokenizer files ({', '.join(_TOKENIZER_FILES)}); "
+                                 "save the tokenizer with the model or pass tokenizer=PATH")
         if spec.tokenizer:
             tok = (
                 Path(spec.tokenizer).expanduser()
@@ -284,7 +330,9 @@ def load_model(
     if isinstance(spec, str):
         spec = parse_model_args(spec)
     trust = trust_remote_code or spec.trust_remote_code
-    src = _resolve(spec, allow_pickle=allow_pickle)
+    src = _resolve(spec, allow_pickle=allow_pickle, trust_remote_code=trust)
+    if not src.local and not trust:
+        _refuse_cached_auto_map(src)
 
     import torch  # noqa: F401  (fail early with a clear import error if torch is missing)
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -305,7 +353,9 @@ def load_model(
 
     try:
         model = AutoModelForCausalLM.from_pretrained(src.location, **kwargs)
-    except (OSError, ValueError) as err:
+    except Exception as err:  # OSError, ValueError, SafetensorError, UnpicklingError, ...: one line
+        if not _is_load_error(err):
+            raise
         raise CalibenchError(f"could not load model '{spec.pretrained}': {_first_line(err)}") from None
     tok_kwargs: dict[str, Any] = {"trust_remote_code": trust}
     if src.local_files_only:
@@ -353,7 +403,7 @@ def _apply_peft(model: Any, adapter: str, *, allow_pickle: bool, hasher: Weights
                 raise CalibenchError(f"{path}: PEFT adapter without weights (adapter_model.safetensors)")
             if not allow_pickle:
                 raise CalibenchError(
-                    f"{path}: adapter weights are a pickle (.bin); pass --allow-pickle to load them"
+                    f"{path}: adapter weights are a pickle (.bin); they load only if {PICKLE_HINT}"
                 )
         adapter_hash = hasher.folder(path)
     else:
@@ -383,7 +433,30 @@ def _require_cached_file(repo_id: str, filename: str) -> None:
 
 def _first_line(err: BaseException) -> str:
     text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
+    return (text.splitlines()[0][:300] if text else type(err).__name__)
+
+
+def load_error_line(err: BaseException) -> str | None:
+    """One line for an error a broken or hostile weights file raises while loading; None for others."""
+    return _first_line(err) if _is_load_error(err) else None
+
+
+def _is_load_error(err: BaseException) -> bool:
+    """Errors a hostile or broken weights file raises while loading (not calibench bugs)."""
+    import pickle
+
+    return (isinstance(err, (OSError, ValueError, EOFError, pickle.UnpicklingError, MemoryError))
+            or type(err).__name__ == "SafetensorError" or type(err).__module__.startswith("safetensors"))
+
+
+def _refuse_cached_auto_map(src: _Source) -> None:
+    """A hub model whose cached config has ``auto_map`` needs ``--trust-remote-code`` too."""
+    from huggingface_hub import try_to_load_from_cache
+
+    found = try_to_load_from_cache(src.location, "config.json", revision=src.revision)
+    if isinstance(found, str) and _config_field(Path(found), "auto_map") is not None:
+        raise CalibenchError(f"hub model '{src.location}' has 'auto_map' (custom model code) in its config; "
+                             "it runs only with --trust-remote-code")
 
 
 # ----------------------------------------------------------------------------------------------

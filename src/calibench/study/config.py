@@ -1,7 +1,8 @@
 """Study files: a declarative grid of models x revisions x tasks x methods (YAML).
 
-A study file is read with ``yaml.safe_load`` and validated field by field, so a typo fails before any
-unit runs, with an error that names the file and the field path (``study.yaml: models[2].revision: ...``).
+A study file is read with ``calibench.strict.read_yaml_file`` (safe; aliases and duplicate keys refused) and
+validated field by field, so a typo fails before any unit runs, with an error that names the file and the
+field path (``study.yaml: models[2].revision: ...``).
 The schema (documented in docs/study.md)::
 
     name: my-study                    # required; names the default output folder
@@ -37,10 +38,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import ValidationError
 
-from calibench.errors import CalibenchError
+from calibench.errors import CalibenchError, quote
+from calibench.strict import read_yaml_file
 from calibench.study.schema import (
     DEFAULT_REPORT_METRICS,
     DEFAULT_SETTINGS,
@@ -63,8 +64,10 @@ __all__ = [
     "load_study", "parse_study", "revision_epoch", "revision_step",
 ]
 
-# Settings that change how fast a unit runs but not its numbers; they stay out of unit keys.
-EXECUTION_ONLY: frozenset[str] = frozenset({"batch_size", "device", "threads"})
+# Settings that change how fast a unit runs (or whether it may load pickles) but not its numbers; they
+# stay out of unit keys. batch_size is not one of them: padding to a batch's longest sequence changes
+# confidences in the last bits (up to ~1e-8), so it is part of an eval unit's key.
+EXECUTION_ONLY: frozenset[str] = frozenset({"device", "threads", "allow_pickle"})
 DEFAULT_RESOURCES: dict[str, float] = {"num_cpus": 1.0, "num_gpus": 0.0}
 
 
@@ -143,12 +146,7 @@ def load_study(path: str | Path) -> Study:
     path = Path(path)
     if not path.exists():
         raise CalibenchError(f"{path}: no such study file")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f":{mark.line + 1}" if mark is not None else ""
-        raise CalibenchError(f"{path.name}{where}: invalid YAML: {getattr(exc, 'problem', exc)}") from exc
+    raw = read_yaml_file(path)  # no aliases (expansion bombs), no duplicate keys, regular files only
     return parse_study(raw, path)
 
 
@@ -181,7 +179,7 @@ def _tasks(ctx: _Ctx, specs: list[TaskSpec], default_methods: tuple[str, ...] | 
         if methods is None:
             raise ctx.error(f"{where}.methods", "is required when the study has no top-level 'methods'")
         if any(o.name == t.name for o in out):
-            raise ctx.error(f"{where}.name", f"task {t.name!r} is listed twice")
+            raise ctx.error(f"{where}.name", f"task {quote(t.name)} is listed twice")
         out.append(TaskEntry(name=t.name, methods=methods, limit=t.limit, items=t.items, n_options=t.n_options))
     return tuple(out)
 
@@ -191,10 +189,10 @@ def _train(ctx: _Ctx, specs: list[TrainSpec]) -> tuple[TrainEntry, ...]:
     for i, t in enumerate(specs):
         where = f"train[{i}]"
         if t.name in out:
-            raise ctx.error(f"{where}.name", f"train entry {t.name!r} is defined twice")
+            raise ctx.error(f"{where}.name", f"train entry {quote(t.name)} is defined twice")
         for j, dep in enumerate(t.after):
             if dep not in out:
-                raise ctx.error(f"{where}.after[{j}]", f"{dep!r} is not a train entry defined above this one")
+                raise ctx.error(f"{where}.after[{j}]", f"{quote(dep)} is not a train entry defined above this one")
         out[t.name] = TrainEntry(name=t.name, recipe=t.recipe, after=t.after, options=t.options,
                                  resources=t.resources.given())
     return tuple(out.values())
@@ -207,7 +205,7 @@ def _models(ctx: _Ctx, specs: list[ModelSpec], train: Mapping[str, TrainEntry], 
         where = f"models[{i}]"
         given = m.model_fields_set
         if m.name in out:
-            raise ctx.error(f"{where}.name", f"model {m.name!r} is defined twice")
+            raise ctx.error(f"{where}.name", f"model {quote(m.name)} is defined twice")
         sources = [k for k in ("pretrained", "train", "synthetic") if k in given]
         if len(sources) != 1:
             raise ctx.error(where, "needs exactly one of 'pretrained', 'train' or 'synthetic'"
@@ -217,7 +215,7 @@ def _models(ctx: _Ctx, specs: list[ModelSpec], train: Mapping[str, TrainEntry], 
         if pretrained and pretrained.startswith("."):
             pretrained = str((path.parent / pretrained).resolve())
         if source == "train" and m.train not in train:
-            raise ctx.error(f"{where}.train", f"{m.train!r} is not a train entry "
+            raise ctx.error(f"{where}.train", f"{quote(m.train)} is not a train entry "
                             f"(defined: {', '.join(train) or 'none'})")
         synthetic = (m.synthetic or SyntheticSpec()).model_dump() if source == "synthetic" else None
         if "revision" in given and "revisions" in given:
@@ -229,10 +227,10 @@ def _models(ctx: _Ctx, specs: list[ModelSpec], train: Mapping[str, TrainEntry], 
             raise ctx.error(f"{where}.revisions", "a trained model needs the checkpoint names to evaluate "
                             "(e.g. [epoch1, epoch2] or [step16, step256])")
         if m.base is not None and m.base not in out:
-            raise ctx.error(f"{where}.base", f"{m.base!r} is not a model defined above this one")
+            raise ctx.error(f"{where}.base", f"{quote(m.base)} is not a model defined above this one")
         for j, t in enumerate(m.tasks or ()):
             if t not in task_names:
-                raise ctx.error(f"{where}.tasks[{j}]", f"{t!r} is not one of the study's tasks")
+                raise ctx.error(f"{where}.tasks[{j}]", f"{quote(t)} is not one of the study's tasks")
         out[m.name] = ModelEntry(
             name=m.name, source=source, pretrained=pretrained, train=m.train if source == "train" else None,
             synthetic=synthetic, revisions=revisions, peft=m.peft, dtype=m.dtype, gguf_file=m.gguf_file,

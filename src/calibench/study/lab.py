@@ -112,7 +112,8 @@ def train_sft(spec: dict[str, Any], out: Path) -> dict[str, Any]:
         raise CalibenchError(f"train {spec['name']}: options.base is required (e.g. '@pretrain:lab-70k/step300')")
     data = load_instruction_data(str(resolve_ref(spec, opts.pop("data", "diverse"))), world)
     eval_items = int(opts.pop("eval_items", 100))
-    run_sft(base, data, out, _settings(SFTSettings, opts, spec, "SFT"), world_dir=world, eval_items=eval_items)
+    run_sft(base, data, out, _settings(SFTSettings, opts, spec, "SFT"), world_dir=world, eval_items=eval_items,
+            allow_pickle=_allow_pickle(spec))
     return {"checkpoints": find_checkpoints(out)}
 
 
@@ -128,19 +129,26 @@ def _pref(spec: dict[str, Any], stage: str, out: Path) -> dict[str, Any]:
     rows = load_preference_data(str(resolve_ref(spec, opts.pop("data", "world"))), world)
     eval_items = int(opts.pop("eval_items", 100))
     if stage == "reward":
-        pref.run_reward(base, rows, out, _settings(pref.PrefSettings, opts, spec, "reward"))
+        pref.run_reward(base, rows, out, _settings(pref.PrefSettings, opts, spec, "reward"),
+                        allow_pickle=_allow_pickle(spec))
     elif stage == "rl":
         reward = resolve_ref(spec, opts.pop("reward_model", None))
         if not reward:
             raise CalibenchError(f"train {spec['name']}: options.reward_model is required (e.g. '@reward')")
         opts.setdefault("default_lr", 1e-4)
         pref.run_rl(base, reward, rows, out, _settings(pref.PrefSettings, opts, spec, "RL"), world_dir=world,
-                    eval_items=eval_items)
+                    eval_items=eval_items, allow_pickle=_allow_pickle(spec))
     else:
         opts.setdefault("default_lr", 5e-4)
         pref.run_dpo(base, rows, out, _settings(pref.PrefSettings, opts, spec, "DPO"), world_dir=world,
-                     eval_items=eval_items)
+                     eval_items=eval_items, allow_pickle=_allow_pickle(spec))
     return {"checkpoints": find_checkpoints(out)}
+
+
+def _allow_pickle(spec: dict[str, Any]) -> bool:
+    """The study's ``settings.allow_pickle`` (train specs carry it since the weights policy applies to
+    every loader)."""
+    return bool(spec.get("allow_pickle", False))
 
 
 def train_reward(spec: dict[str, Any], out: Path) -> dict[str, Any]:

@@ -17,7 +17,8 @@ from typing import Annotated, Any
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 from pydantic_core import PydanticCustomError
 
-from calibench.errors import CalibenchError
+from calibench.errors import CalibenchError, quote
+from calibench.limits import MAX_BINS, MAX_RESAMPLES
 from calibench.methods import FAMILY_OPTIONS, METHODS, MethodOptions
 from calibench.metrics import METRICS
 from calibench.models.devices import device_problem
@@ -40,12 +41,14 @@ def fail(message: str, sub: str = "") -> PydanticCustomError:
 # -- constrained values -------------------------------------------------------------------------------------
 
 
-def _int(minimum: int, *, allow_none: bool = False) -> Callable[[Any], int | None]:
+def _int(minimum: int, *, allow_none: bool = False, maximum: int | None = None) -> Callable[[Any], int | None]:
     def check(value: Any) -> int | None:
         if value is None and allow_none:
             return None
         if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-            raise fail(f"must be an integer >= {minimum}, got {value!r}")
+            raise fail(f"must be an integer >= {minimum}, got {quote(value)}")
+        if maximum is not None and value > maximum:
+            raise fail(f"must be an integer <= {maximum}, got {value}")
         return value
     return check
 
@@ -53,7 +56,7 @@ def _int(minimum: int, *, allow_none: bool = False) -> Callable[[Any], int | Non
 def _number(minimum: float = 0.0) -> Callable[[Any], float]:
     def check(value: Any) -> float:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value < minimum:
-            raise fail(f"must be a number >= {minimum:g}, got {value!r}")
+            raise fail(f"must be a number >= {minimum:g}, got {quote(value)}")
         return float(value)
     return check
 
@@ -63,14 +66,14 @@ def _params(value: Any) -> float:
     if isinstance(value, str):
         m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([kKmMbBtT]?)\s*", value)
         if not m:
-            raise fail(f"must be a parameter count such as 7.0e7, 70M or 1.4B, got {value!r}")
+            raise fail(f"must be a parameter count such as 7.0e7, 70M or 1.4B, got {quote(value)}")
         value = float(m.group(1)) * _SUFFIX[m.group(2).lower()]
     return _number(1)(value)
 
 
 def _bool(value: Any) -> bool:
     if not isinstance(value, bool):
-        raise fail(f"must be true or false, got {value!r}")
+        raise fail(f"must be true or false, got {quote(value)}")
     return value
 
 
@@ -78,13 +81,13 @@ def _name(value: Any) -> str:
     if value is None:
         raise fail("is required")
     if not isinstance(value, str) or not _NAME_RE.match(value):
-        raise fail(f"must be a name of letters, digits, '.', '_', '+' or '-', got {value!r}")
+        raise fail(f"must be a name of letters, digits, '.', '_', '+' or '-', got {quote(value)}")
     return value
 
 
 def _opt_str(value: Any) -> str | None:
     if value is not None and (not isinstance(value, str) or not value.strip()):
-        raise fail(f"must be a non-empty string, got {value!r}")
+        raise fail(f"must be a non-empty string, got {quote(value)}")
     return value
 
 
@@ -92,7 +95,7 @@ def _choice(options: tuple[str, ...], *, allow_none: bool = False) -> Callable[[
     def check(value: Any) -> str | None:
         if (value is None and allow_none) or value in options:
             return value
-        raise fail(f"must be one of {', '.join(options)}, got {value!r}")
+        raise fail(f"must be one of {', '.join(options)}, got {quote(value)}")
     return check
 
 
@@ -125,9 +128,9 @@ def _names(kind: str, known: tuple[str, ...], *, unique: bool,
         seen: list[str] = []
         for i, name in enumerate(_list(required=True)(value)):
             if name not in known:
-                raise fail(f"unknown {kind} {name!r} (known: {', '.join(known)})", f"[{i}]")
+                raise fail(f"unknown {kind} {quote(name)} (known: {', '.join(known)})", f"[{i}]")
             if name in seen and unique:
-                raise fail(f"{kind} {name!r} is listed twice", f"[{i}]")
+                raise fail(f"{kind} {quote(name)} is listed twice", f"[{i}]")
             seen.append(name)
         return tuple(dict.fromkeys(seen))
     return check
@@ -135,7 +138,7 @@ def _names(kind: str, known: tuple[str, ...], *, unique: bool,
 
 def _revision(value: Any, sub: str = "") -> str:
     if not isinstance(value, (str, int)) or isinstance(value, bool):
-        raise fail(f"must be a string such as 'step1000' or 'main', got {value!r}", sub)
+        raise fail(f"must be a string such as 'step1000' or 'main', got {quote(value)}", sub)
     return str(value)
 
 
@@ -213,12 +216,13 @@ class SettingsSpec(Spec):
     limit: OptInt1 = None
     num_fewshot: Int0 = 0
     chat_template: Bool = False
-    n_bins: Int1 = 10
-    bootstrap: Int0 = 1000
+    n_bins: Annotated[int, _v(_int(1, maximum=MAX_BINS))] = 10
+    bootstrap: Annotated[int, _v(_int(0, maximum=MAX_RESAMPLES))] = 1000
     batch_size: Int1 = 8
     device: Annotated[str, _v(_device)] = "cpu"
     threads: OptInt1 = None
     method_options: Annotated[dict[str, Any] | None, _v(_method_options)] = None
+    allow_pickle: Bool = False  # load pickle (.bin) weights; pickles can run code when loaded
 
 
 class ResourcesSpec(Spec):
@@ -244,10 +248,10 @@ class TaskSpec(Spec):
         if isinstance(value, str):
             return {"name": value}
         if not isinstance(value, dict):
-            raise fail(f"must be a task name or a mapping with 'name', got {value!r}")
+            raise fail(f"must be a task name or a mapping with 'name', got {quote(value)}")
         name = value.get("name")
         if not isinstance(name, str) or not name.strip():
-            raise fail(f"must be a task name or path, got {name!r}", ".name")
+            raise fail(f"must be a task name or path, got {quote(name)}", ".name")
         return value
 
 
@@ -267,7 +271,7 @@ class SyntheticSpec(Spec):
     @model_validator(mode="after")
     def _in_range(self) -> SyntheticSpec:
         if not 0.0 < self.skill < 1.0:
-            raise fail(f"must be in (0, 1), got {self.skill!r}", ".skill")
+            raise fail(f"must be in (0, 1), got {quote(self.skill)}", ".skill")
         if self.sharpness <= 0:
             raise fail("must be > 0", ".sharpness")
         return self
@@ -314,6 +318,7 @@ DEFAULT_SETTINGS: dict[str, Any] = SettingsSpec().model_dump()
 def _path(loc: tuple[int | str, ...]) -> str:
     out = ""
     for part in loc:
+        part = part if isinstance(part, int) else quote(str(part), 40).strip("'\"")
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
     return out
 

@@ -11,6 +11,8 @@ records are written to a temporary name, fsynced, renamed to ``records/<key>.par
 fsynced; only THEN is the row set to ``finished`` in one transaction. A unit is finished iff its row
 says so, so a Parquet file without a finished row is untrusted. ``recover()`` at start removes temp
 files, rows that are not finished and the files of such rows; re-running then skips finished units.
+A finished train unit's folder carries ``manifest.json`` (size and sha256 of every checkpoint file,
+written at finish); ``recover()`` re-runs a unit whose files no longer match it (a truncated checkpoint).
 Only one process writes the database (the driver); Ray workers return results to it.
 """
 
@@ -99,9 +101,8 @@ class Store:
             (self.root / "models").mkdir(exist_ok=True)
         try:
             self.con = duckdb.connect(str(db), read_only=read_only)
-        except duckdb.IOException as exc:
-            raise CalibenchError(f"{db}: cannot open the study database ({exc}); is another "
-                                 "`calibench study run` writing this folder?") from exc
+        except duckdb.Error as exc:
+            raise CalibenchError(_open_error(db, exc)) from None
         if not read_only:
             self.con.execute(_SCHEMA)
 
@@ -133,10 +134,13 @@ class Store:
             shutil.rmtree(self.root / "work")
         finished = self.finished_keys()
         stale = [r[0] for r in self.con.execute("SELECT key FROM units WHERE status <> 'finished'").fetchall()]
-        # A finished row whose records vanished or changed is not trusted either.
-        for key, path, sha in self.con.execute(
-                "SELECT key, records_path, records_sha256 FROM units WHERE status = 'finished'").fetchall():
-            if path and (not (self.root / path).exists() or file_sha256(self.root / path) != sha):
+        # A finished row whose records or checkpoints vanished or changed is not trusted either.
+        for key, kind, path, sha in self.con.execute(
+                "SELECT key, kind, records_path, records_sha256 FROM units WHERE status = 'finished'").fetchall():
+            broken = bool(path) and (not (self.root / path).exists() or file_sha256(self.root / path) != sha)
+            if kind == "train" and not _trusted_train_output(self.model_dir(key)):
+                broken = True
+            if broken:
                 stale.append(key)
                 finished.discard(key)
         self.con.execute("BEGIN TRANSACTION")
@@ -175,7 +179,14 @@ class Store:
         unit = self.get(key)
         if unit is None or unit.records_path is None:
             raise CalibenchError(f"{self.root}: unit {key[:12]} has no finished records")
-        return pd.read_parquet(unit.records_path)
+        if not unit.records_path.is_file():
+            raise CalibenchError(f"{unit.records_path}: records of finished unit {key[:12]} are missing; "
+                                 "`calibench study run` again re-runs the unit")
+        try:
+            return pd.read_parquet(unit.records_path)
+        except Exception as exc:  # pyarrow raises several types for a broken file
+            raise CalibenchError(f"{unit.records_path}: cannot read Parquet ({str(exc).splitlines()[0][:200]}); "
+                                 "`calibench study run` again re-runs the unit") from None
 
     def model_dir(self, key: str) -> Path:
         """Where a finished train unit's outputs live."""
@@ -210,7 +221,10 @@ class Store:
 
     def finish_train(self, key: str, spec: dict[str, Any], staged_dir: Path, manifest: Any) -> Path:
         """Move a train unit's staged output folder into place, then mark it finished."""
+        from calibench.runfolder import write_manifest
+
         target = self.model_dir(key)
+        write_manifest(staged_dir)  # sizes + sha256 of the checkpoints: a resume verifies them
         if target.exists():
             shutil.rmtree(target)
         os.replace(staged_dir, target)
@@ -250,6 +264,31 @@ class Store:
             self.con.execute("ROLLBACK")
             raise
         self.con.execute("CHECKPOINT")
+
+
+def _open_error(db: Path, exc: Exception) -> str:
+    """One line for a database that will not open: held by another writer, or not a DuckDB file."""
+    text = " ".join(str(exc).split())[:200]
+    if "lock" in text.lower():
+        return (f"{db}: cannot open the study database ({text}); is another `calibench study run` writing "
+                "this folder?")
+    return (f"{db}: not a readable DuckDB database ({text}); the file is corrupt or not a study database; "
+            "move it away to start the study's bookkeeping afresh (records/ and models/ are kept)")
+
+
+def _trusted_train_output(folder: Path) -> bool:
+    """A finished train unit's folder matches the manifest written when it finished (a folder from before
+    manifests existed is trusted as it is)."""
+    from calibench.runfolder import MANIFEST_FILE, verify_folder
+
+    if not folder.is_dir():
+        return False
+    if not (folder / MANIFEST_FILE).is_file():
+        return True
+    try:
+        return verify_folder(folder, what="train output")
+    except CalibenchError:
+        return False
 
 
 def _remove(path: Path) -> None:

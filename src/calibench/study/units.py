@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from calibench import __version__
-from calibench.errors import CalibenchError
+from calibench.errors import CalibenchError, quote
 from calibench.models.weights import WeightsHasher
 from calibench.study.config import (
     DEFAULT_RESOURCES,
@@ -99,6 +99,7 @@ def expand(study: Study, *, task_resolver: TaskResolver | None = default_task_re
         spec = {"kind": "train", "name": t.name, "recipe": t.recipe, "options": dict(t.options),
                 "after": list(t.after), "after_keys": list(deps), "seed": settings["seed"],
                 "device": settings["device"], "threads": settings["threads"],
+                "allow_pickle": settings.get("allow_pickle", False),
                 "after_recipes": {a: train_recipes[a] for a in t.after}}
         key = content_key({"kind": "train", "recipe": t.recipe, "options": dict(t.options), "deps": list(deps),
                            "seed": settings["seed"], "version": __version__})
@@ -127,11 +128,12 @@ def expand(study: Study, *, task_resolver: TaskResolver | None = default_task_re
                         resolved[cache] = task_resolver(task, settings) if task_resolver else None
                 task_hash = resolved[cache]
                 if task_hash is None and strict:
-                    raise CalibenchError(f"{study.path.name}: tasks: cannot load task {tname!r} to hash its "
+                    raise CalibenchError(f"{study.path.name}: tasks: cannot load task {quote(tname)} to hash its "
                                          "content (offline, or not a known task name)")
                 chat = settings["chat_template"] if m.chat_template is None else m.chat_template
                 spec = _eval_spec(m, rev, task, task_hash, settings, chat, train_keys)
                 spec["train_recipe"] = train_recipes[m.train] if m.train else None
+                spec["study_dir"] = str(study.path.parent.resolve())  # records keep paths relative to it
                 world = world_of.get(m.train or "")
                 spec["world_key"] = train_keys[world] if world else None
                 deps = (train_keys[m.train],) if m.source == "train" and m.train else ()

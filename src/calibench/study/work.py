@@ -50,17 +50,17 @@ class ModelCache:
 
     hasher: WeightsHasher = field(default_factory=WeightsHasher)  # remembers weight digests across loads
     loads: int = 0
-    _key: tuple[str, str] | None = None
+    _key: tuple[str, str, bool] | None = None
     _loaded: Any = field(default=None, repr=False)
 
-    def get(self, args: str, device: str) -> Any:
+    def get(self, args: str, device: str, *, allow_pickle: bool = False) -> Any:
         """The ``LoadedModel`` for lm-eval style ``args`` on ``device``, loading it if it is not held."""
         from calibench.models.loading import load_model
 
-        key = (args, device)
+        key = (args, device, allow_pickle)
         if self._key != key:
             self._key, self._loaded = None, None  # free the previous model before loading the next
-            self._loaded = load_model(args, device=device, hasher=self.hasher)
+            self._loaded = load_model(args, device=device, hasher=self.hasher, allow_pickle=allow_pickle)
             self._key = key
             self.loads += 1
         return self._loaded
@@ -84,11 +84,30 @@ def eval_records(spec: dict[str, Any], cache: ModelCache) -> pd.DataFrame:
     seed_everything(s["seed"])
     tasks = load_tasks([spec["task"]], limit=spec["limit"], seed=s["seed"])
     units = resolve_methods(methods, tasks)
-    loaded = cache.get(args, s["device"])
+    loaded = cache.get(args, s["device"], allow_pickle=bool(s.get("allow_pickle", False)))
     with torch_threads(resolve_threads(s.get("threads"), count_parameters(loaded.model))):
         frames = [chunk.frame for chunk in score_loaded(loaded, units, opts, batch_size=s["batch_size"],
                                                         device=s["device"], seed=s["seed"], progress=False)]
-    return pd.concat(frames, ignore_index=True)
+    records = pd.concat(frames, ignore_index=True)
+    records["model"] = portable_model(spec, str(loaded.model_id))
+    return records
+
+
+def portable_model(spec: dict[str, Any], model_id: str) -> str:
+    """The ``model`` a study's records carry: a local path is made relative to the study folder (or
+    replaced by the study's model name for trained checkpoints), so moving a study keeps its bytes."""
+    if spec.get("source") == "train":
+        rev = spec.get("revision")
+        return f"{spec['model']}@{rev}" if rev else str(spec["model"])
+    root = spec.get("study_dir")
+    if root and Path(model_id.split("@", 1)[0]).is_absolute():
+        path, _, rev = model_id.partition("@")
+        try:
+            rel = Path(path).resolve().relative_to(Path(root).resolve()).as_posix()
+        except ValueError:
+            return model_id
+        return rel + (f"@{rev}" if rev else "")
+    return model_id
 
 
 TRAIN_ADAPTERS: dict[str, Callable[[dict[str, Any], Path], dict[str, Any]]] = {

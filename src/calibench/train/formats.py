@@ -236,13 +236,19 @@ def load_preference_data(source: str | os.PathLike[str], world_dir: str | os.Pat
 
 
 def _read_json(path: str | os.PathLike[str]) -> Any:
+    from calibench.io import read_text
+    from calibench.strict import DuplicateKeyError, loads_json
+
     p = Path(path)
-    if not p.is_file():
+    if not p.exists():
         raise CalibenchError(f"{p}: file not found")
+    text = read_text(p)  # regular files only, bounded size
     try:
-        return json.loads(p.read_text(encoding="utf-8"))
+        return loads_json(text)
     except json.JSONDecodeError as exc:
         raise located(f"invalid JSON ({exc.msg})", path=p, line=exc.lineno) from None
+    except DuplicateKeyError as exc:
+        raise located(f"invalid JSON ({exc})", path=p) from None
 
 
 def _read_jsonl(path: str | os.PathLike[str]) -> list[dict[str, Any]]:

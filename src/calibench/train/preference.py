@@ -93,6 +93,8 @@ def run_reward(
     rows: list[dict[str, str]],
     out_dir: str | os.PathLike[str],
     settings: PrefSettings = PrefSettings(),
+    *,
+    allow_pickle: bool = False,
 ) -> dict[str, Any]:
     """Train a scalar reward model; also reports its pairwise accuracy on the training pairs."""
     import torch
@@ -100,7 +102,7 @@ def run_reward(
 
     out, started = begin_stage(out_dir)
     with torch_threads(stage_threads(settings.threads, base)):
-        model, tokenizer = load_base(base, device=settings.device, kind="reward")
+        model, tokenizer = load_base(base, device=settings.device, kind="reward", allow_pickle=allow_pickle)
         args = RewardConfig(**trainer_common(out, settings, epochs=settings.epochs), max_length=settings.max_length)
         trainer = RewardTrainer(model=model, args=args, train_dataset=_dataset(rows, ("prompt", "chosen", "rejected")),
                                 processing_class=tokenizer)
@@ -130,6 +132,7 @@ def run_rl(
     *,
     world_dir: str | os.PathLike[str] | None = None,
     eval_items: int = 100,
+    allow_pickle: bool = False,
 ) -> dict[str, Any]:
     """RLOO for ``settings.steps`` steps on the prompts of ``rows``, rewarded by ``reward_model``."""
     from trl import RLOOConfig, RLOOTrainer
@@ -140,8 +143,8 @@ def run_rl(
             f"batch size {settings.batch_size} must be a multiple of num_generations {settings.num_generations}"
         )
     with torch_threads(stage_threads(settings.threads, policy)):
-        model, tokenizer = load_base(policy, device=settings.device)
-        rm, rm_tokenizer = load_base(reward_model, device=settings.device, kind="reward")
+        model, tokenizer = load_base(policy, device=settings.device, allow_pickle=allow_pickle)
+        rm, rm_tokenizer = load_base(reward_model, device=settings.device, kind="scorer", allow_pickle=allow_pickle)
         common = trainer_common(out, settings, epochs=1)
         common.update(max_steps=settings.steps, logging_steps=1)
         args = RLOOConfig(
@@ -176,14 +179,15 @@ def run_dpo(
     *,
     world_dir: str | os.PathLike[str] | None = None,
     eval_items: int = 100,
+    allow_pickle: bool = False,
 ) -> dict[str, Any]:
     """DPO against a frozen copy of ``base`` (passed explicitly as ``ref_model``)."""
     from trl import DPOConfig, DPOTrainer
 
     out, started = begin_stage(out_dir)
     with torch_threads(stage_threads(settings.threads, base)):
-        model, tokenizer = load_base(base, device=settings.device)
-        ref_model, _ = load_base(base, device=settings.device)
+        model, tokenizer = load_base(base, device=settings.device, allow_pickle=allow_pickle)
+        ref_model, _ = load_base(base, device=settings.device, allow_pickle=allow_pickle)
         ref_model.eval()
         args = DPOConfig(**trainer_common(out, settings, epochs=settings.epochs), beta=settings.beta,
                          max_length=settings.max_length)

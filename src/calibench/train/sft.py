@@ -60,22 +60,57 @@ def stage_threads(explicit: int | None, base: str | os.PathLike[str]) -> int | N
     return resolve_threads(explicit, folder_parameters(Path(base)))
 
 
-def load_base(path: str | os.PathLike[str], *, device: str = "cpu", kind: str = "causal"):
-    """Load a local HF model folder and its tokenizer, with a pad token set (TRL needs one)."""
+def load_base(path: str | os.PathLike[str], *, device: str = "cpu", kind: str = "causal",
+              allow_pickle: bool = False, trust_remote_code: bool = False):
+    """Load a local HF model folder and its tokenizer, with a pad token set (TRL needs one).
+
+    The weights policy of every loader applies (``calibench.models.loading.check_folder_policy``):
+    safetensors only unless ``allow_pickle``, no custom code (``auto_map``) unless ``trust_remote_code``.
+    ``kind``: ``causal`` (a causal LM), ``reward`` (a sequence classifier started from any model; a new
+    score head is expected) or ``scorer`` (an already trained reward model: it must have a score head,
+    a causal LM would get a randomly initialised one and score noise).
+    """
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
+
+    from calibench.models.loading import check_folder_policy, load_error_line
 
     p = Path(path)
     if not (p / "config.json").is_file():
         raise CalibenchError(f"{p}: not a model folder (no config.json)")
-    tokenizer = AutoTokenizer.from_pretrained(p)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    if kind == "causal":
-        model = AutoModelForCausalLM.from_pretrained(p)
-    else:
-        model = AutoModelForSequenceClassification.from_pretrained(p, num_labels=1)
-        model.config.pad_token_id = tokenizer.pad_token_id
+    check_folder_policy(p, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
+    if kind == "scorer":
+        require_score_head(p)
+    common: dict[str, Any] = {"trust_remote_code": trust_remote_code}
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(p, **common)
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        weights = {**common, "use_safetensors": None if allow_pickle else True}
+        if kind == "causal":
+            model = AutoModelForCausalLM.from_pretrained(p, **weights)
+        else:
+            model = AutoModelForSequenceClassification.from_pretrained(p, num_labels=1, **weights)
+            model.config.pad_token_id = tokenizer.pad_token_id
+    except Exception as err:
+        if (line := load_error_line(err)) is None:
+            raise
+        raise CalibenchError(f"{p}: could not load the model: {line}") from None
     return model.to(device), tokenizer
+
+
+def require_score_head(folder: Path) -> None:
+    """A reward model must be a sequence classifier (``*ForSequenceClassification`` in its config)."""
+    import json
+
+    from calibench.io import read_text
+
+    try:
+        archs = json.loads(read_text(folder / "config.json")).get("architectures") or []
+    except (ValueError, AttributeError):
+        archs = []
+    if not any(str(a).endswith("ForSequenceClassification") for a in archs):
+        raise CalibenchError(f"{folder}: not a reward model (architectures {archs or 'unknown'}, no score head); "
+                             "train one with `calibench train reward` and pass its output folder")
 
 
 def trainer_common(out: Path, settings: Any, *, epochs: int) -> dict[str, Any]:
@@ -106,6 +141,7 @@ def run_sft(
     *,
     world_dir: str | os.PathLike[str] | None = None,
     eval_items: int = 100,
+    allow_pickle: bool = False,
 ) -> dict[str, Any]:
     """Fine-tune ``base`` on prompt/completion rows; returns the training summary."""
     from datasets import Dataset
@@ -126,7 +162,7 @@ def run_sft(
         raise CalibenchError("no instruction data")
     out, started = begin_stage(out_dir)
     with torch_threads(stage_threads(settings.threads, base)):
-        model, tokenizer = load_base(base, device=settings.device)
+        model, tokenizer = load_base(base, device=settings.device, allow_pickle=allow_pickle)
         peft_config = None
         if settings.method == "lora":
             from peft import LoraConfig

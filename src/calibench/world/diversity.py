@@ -95,8 +95,11 @@ def _minilm(texts: Sequence[str], path: Path, batch_size: int = 64) -> np.ndarra
     import torch
     from transformers import AutoModel, AutoTokenizer
 
+    from calibench.models.loading import check_folder_policy
+
+    check_folder_policy(path, allow_pickle=False, trust_remote_code=False)  # the one weights policy
     tok = AutoTokenizer.from_pretrained(path)
-    model = AutoModel.from_pretrained(path).eval()
+    model = AutoModel.from_pretrained(path, use_safetensors=True).eval()
     out = []
     with torch.no_grad():
         for i in range(0, len(texts), batch_size):
