@@ -113,11 +113,13 @@ def _gold_token_majority(extras: list[dict[str, Any]]) -> float:
     return float(pd.Series(golds).value_counts().iloc[0] / len(golds)) if golds else float("nan")
 
 
-def chance_rates(cell: pd.DataFrame, task_records: pd.DataFrame | None = None) -> tuple[float, float]:
-    """(1/K, most common gold's share) of one cell; item facts come from ``task_records`` (default: the cell)."""
+def chance_rates(cell: pd.DataFrame, task_records: pd.DataFrame | None = None, *,
+                 extras: list[dict[str, Any]] | None = None) -> tuple[float, float]:
+    """(1/K, most common gold's share) of one cell; item facts come from ``task_records`` (default: the
+    cell); ``extras``: the cell's parsed ``extra`` if already at hand."""
     uniform, majority = item_facts(cell if task_records is None else task_records)
     if np.isnan(majority) and uniform == 0:
-        majority = _gold_token_majority(_extras(cell))
+        majority = _gold_token_majority(_extras(cell) if extras is None else extras)
     return uniform, majority
 
 
@@ -148,7 +150,7 @@ def assess(cell: pd.DataFrame, task_records: pd.DataFrame | None = None, *, meth
     extras = _extras(cell)
     acc = k / n
     reasons: list[str] = []
-    uniform, majority = chance_rates(cell, task_records)
+    uniform, majority = chance_rates(cell, task_records, extras=extras)
     p_uniform = float(binomtest(k, n, uniform, alternative="greater").pvalue) if uniform > 0 else nan
     p_majority = float(binomtest(k, n, min(majority, 1.0), alternative="greater").pvalue) if majority > 0 else nan
     if uniform > 0 and p_uniform >= alpha:
