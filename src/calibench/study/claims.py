@@ -6,8 +6,9 @@ claims are tested"); they are not to be tuned after seeing a verdict.
 - **Cells.** A claim's comparison gives pairs of eval units (``findings.COMPARISONS``); a cell is one
   pair x one confidence method on one task. Its statistic is ``metric(b) - metric(a)`` or, for a pair
   with a reference unit (zhu-lora), ``|metric(b) - metric(ref)| - |metric(a) - metric(ref)|``.
-- **Validity.** A cell whose units fail :func:`check_validity` on that method (accuracy not above chance
-  by a one-sided binomial test; degenerate confidences) is left out and counted with its reason.
+- **Validity.** A cell whose units fail :func:`check_validity` on that method is left out and counted
+  with its reason; the gates (chance, mass, parse failures, degenerate confidences) are
+  ``calibench.validity``'s, the same that ``calibench eval`` warns with.
 - **Joint paired bootstrap.** Every unit's records of a task are put in one item order (sorted
   ``item_id``) and resampled with one seed per task (``task_seed``): replicate r draws the same item
   indices for every unit, so every cell on that task, and every claim, sees the same resample r.
@@ -34,27 +35,22 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
 
+from calibench import validity
 from calibench.errors import CalibenchError
+from calibench.validity import chance_rate as chance_rate  # re-exported: the claims' chance is the gates'
 
 ALPHA = 0.05
 MIN_RESAMPLES = 1000
-MAX_DEGENERATE = 0.9   # largest share of confidences at <= 0.01 or >= 0.99
-MIN_MASS = 0.25        # smallest mean probability mass on the tokens a method reads
-_EDGE = 0.01
-# where a method keeps the probability mass it reads (keys summed), as in calibench.validity
-MASS_FIELDS: dict[str, tuple[str, ...]] = {
-    "choice": ("letter_mass",), "p-true": ("p_true", "p_false"), "p-true-fewshot": ("p_true", "p_false"),
-}
 
 
-# -- validity -------------------------------------------------------------------------------------------
+# -- validity (the rules live in calibench.validity) -----------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -65,69 +61,13 @@ class Validity:
     chance: float = float("nan")
 
 
-def _extras(frame: pd.DataFrame) -> list[dict[str, Any]]:
-    if "extra" not in frame:
-        return [{} for _ in range(len(frame))]
-    return [e if isinstance(e, Mapping) else json.loads(e or "{}") for e in frame["extra"]]
-
-
-def chance_rate(frame: pd.DataFrame) -> float:
-    """What guessing scores without knowing anything: for options (``probs``) the larger of 1/K averaged
-    over items and the share of the most common gold label (always answering it); for open answers
-    whose records name the gold token (``extra.gold_id``, ``extra.target``) the share of the most
-    common gold; else 0."""
-    if "probs" in frame:
-        ks = [len(p) for p in frame["probs"] if p is not None and not isinstance(p, float)]
-        if ks:
-            uniform = float(np.mean([1.0 / k for k in ks]))
-            labels = frame["label"].dropna() if "label" in frame else pd.Series(dtype=float)
-            majority = float(labels.value_counts().iloc[0] / len(labels)) if len(labels) else 0.0
-            return max(uniform, majority)
-    golds = [e.get("gold_id", e.get("target")) for e in _extras(frame)]
-    golds = [g for g in golds if g is not None]
-    if golds:
-        return float(pd.Series(golds).value_counts().iloc[0] / len(golds))
-    return 0.0
-
-
-def check_validity(frame: pd.DataFrame, *, alpha: float = ALPHA, max_degenerate: float = MAX_DEGENERATE) -> Validity:
-    """Is this unit x method measuring anything? (records of one unit and one method).
-
-    Gates: accuracy above ``chance_rate`` (one-sided binomial at ``alpha``; at least one correct answer
-    when chance is 0); mean probability mass on the tokens ``choice`` / ``p-true`` read at least
-    ``MIN_MASS``; confidences not degenerate. This is the minimal local gate; it is the one place to
-    swap in ``calibench.validity`` once that module is on main (same mass and degeneracy thresholds;
-    it also gates verbalized parse failures, and takes 1/K as MC chance).
-    """
-    from scipy.stats import binomtest
-
-    correct = frame["correct"].to_numpy(bool)
-    conf = frame["confidence"].to_numpy(float)
-    n, k = len(correct), int(correct.sum())
-    if n == 0:
-        return Validity(False, "no records")
-    chance = chance_rate(frame)
-    acc = k / n
-    reasons = []
-    if chance > 0:
-        p = float(binomtest(k, n, min(chance, 1.0), alternative="greater").pvalue)
-        if p >= alpha:
-            reasons.append(f"accuracy {acc:.2f} not above chance {chance:.2f} (binomial p={p:.2g})")
-    elif k == 0:
-        reasons.append("no correct answer")
-    method = str(frame["method"].iloc[0]) if "method" in frame else ""
-    if method in MASS_FIELDS:
-        extras = _extras(frame)
-        if all(all(f in e for f in MASS_FIELDS[method]) for e in extras):
-            mass = float(np.mean([sum(float(e[f]) for f in MASS_FIELDS[method]) for e in extras]))
-            if mass < MIN_MASS:
-                reasons.append(f"mean mass on the read tokens {mass:.2f} < {MIN_MASS}")
-    degenerate = float(np.mean((conf <= _EDGE) | (conf >= 1 - _EDGE)))
-    if degenerate > max_degenerate:
-        reasons.append(f"{degenerate:.0%} of confidences at 0 or 1")
-    elif n > 1 and np.ptp(conf) == 0:
-        reasons.append(f"every confidence is {conf[0]:.3g}")
-    return Validity(not reasons, "; ".join(reasons), acc, chance)
+def check_validity(frame: pd.DataFrame, task_records: pd.DataFrame | None = None, *,
+                   alpha: float = validity.ALPHA, max_degenerate: float = validity.MAX_DEGENERATE) -> Validity:
+    """Is this unit x method measuring anything? ``calibench.validity.assess`` on the unit's records of
+    one method (``task_records``: all of the unit's records, for the items' options and gold labels),
+    so a claim's gate and ``calibench eval``'s warning read one set of rules."""
+    a = validity.assess(frame, task_records, alpha=alpha, max_degenerate=max_degenerate)
+    return Validity(a.valid, a.reason, a.accuracy, a.chance_rate)
 
 
 # -- where the numbers come from -----------------------------------------------------------------------
@@ -199,6 +139,7 @@ class RecordSource:
         self.seed = int(seed)
         self.n_bins = int(n_bins)
         self.n_resamples = max(MIN_RESAMPLES, int(n_resamples or 0))
+        self._units: dict[str, pd.DataFrame] = {}
         self._frames: dict[tuple[str, str], pd.DataFrame] = {}
         self._values: dict[tuple[str, str, str], tuple[float, np.ndarray] | None] = {}
         self._validity: dict[tuple[str, str], Validity] = {}
@@ -209,10 +150,16 @@ class RecordSource:
         return cls(data.records, seed=int(s.get("seed", 0)), n_bins=int(s.get("n_bins", 10)),
                    n_resamples=int(s.get("bootstrap", MIN_RESAMPLES) or MIN_RESAMPLES))
 
+    def unit_records(self, unit: Any) -> pd.DataFrame:
+        """All of a unit's records (every method), read once."""
+        if unit.key not in self._units:
+            self._units[unit.key] = self._records(unit.key)
+        return self._units[unit.key]
+
     def frame(self, unit: Any, method: str) -> pd.DataFrame:
         k = (unit.key, method)
         if k not in self._frames:
-            r = self._records(unit.key)
+            r = self.unit_records(unit)
             r = r[r["method"] == method]
             self._frames[k] = r.assign(item_id=r["item_id"].astype(str)).sort_values("item_id", kind="stable")
         return self._frames[k]
@@ -220,7 +167,7 @@ class RecordSource:
     def validity(self, unit: Any, method: str) -> Validity:
         k = (unit.key, method)
         if k not in self._validity:
-            self._validity[k] = check_validity(self.frame(unit, method))
+            self._validity[k] = check_validity(self.frame(unit, method), self.unit_records(unit))
         return self._validity[k]
 
     def unit_values(self, unit: Any, method: str, metric: str) -> tuple[float, np.ndarray] | None:

@@ -345,7 +345,7 @@ def untested_reason(claim: Claim, n_pairs: int, n_methods: int, n_invalid: int) 
     if not n_methods:
         return f"needs the {claim.method} method on both units of a compared pair"
     if n_invalid:
-        return f"all {n_invalid} cells failed validity (accuracy not above chance or degenerate confidences)"
+        return f"all {n_invalid} cells failed validity (calibench.validity: chance, mass, parse failures, degenerate confidences)"
     return "the compared units share no items the metric is defined on"
 
 
