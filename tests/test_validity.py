@@ -28,7 +28,8 @@ def _records() -> pd.DataFrame:
     rows = []
     for i in range(N):
         gold = LABELS[i]
-        probs = [0.1, 0.6, 0.2, 0.1]
+        rest = (1 - SPREAD[i]) / 3
+        probs = [rest, SPREAD[i], rest, rest]  # B on top, with confidence max(probs) as the contract asks
         # always answers B: right exactly on gold B (40%), above 1/4 but not above the gold-B share
         rows.append(_row("mc", "choice", i, SPREAD[i], gold == 1, probs=probs, label=gold,
                          extra={"letter_mass": 0.7}))
