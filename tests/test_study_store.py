@@ -279,3 +279,39 @@ def test_model_cache_holds_one_model_per_owner(monkeypatch: pytest.MonkeyPatch) 
     assert LocalExecutor().cache is not LocalExecutor().cache
     shared = ModelCache()
     assert LocalExecutor(shared).cache is shared
+
+
+def test_resume_trusts_unchanged_records_without_rehashing_them(tmp_path: Path, monkeypatch) -> None:
+    """Finished units are recognised by the size and mtime recorded at finish; only a file whose size
+    or mtime moved is hashed, and a changed one is re-run."""
+    import calibench.study.store as store_mod
+
+    study = synthetic_study(tmp_path / "study.yaml", n_models=2, n_tasks=2, with_train=False)
+    out = tmp_path / "out"
+    first = run(study, out, progress=False)
+    hashed: list[Path] = []
+    real = store_mod.file_sha256
+    monkeypatch.setattr(store_mod, "file_sha256", lambda p: hashed.append(Path(p)) or real(p))
+    again = run(study, out, progress=False)
+    assert again.ran == 0 and again.skipped == first.total and hashed == []
+
+    files = sorted((out / "records").glob("*.parquet"))
+    touched, changed = files[0], files[1]
+    os.utime(touched, ns=(touched.stat().st_atime_ns, touched.stat().st_mtime_ns + 10**9))  # same bytes
+    data = changed.read_bytes()
+    changed.write_bytes(data[:-8] + bytes(8))  # same size, other bytes, new mtime
+    third = run(study, out, progress=False)
+    assert sorted(set(hashed)) == sorted([touched, changed]) and hashed.count(touched) == 1
+    assert third.ran == 1 and third.skipped == first.total - 1  # only the changed unit re-runs
+    hashed.clear()
+    assert run(study, out, progress=False).ran == 0 and hashed == []  # the touched file's new mtime is kept
+
+
+def test_stores_from_before_the_quick_check_are_hashed_once(tmp_path: Path) -> None:
+    study = synthetic_study(tmp_path / "study.yaml", n_models=1, n_tasks=1, with_train=False)
+    out = tmp_path / "out"
+    run(study, out, progress=False)
+    con = duckdb.connect(str(out / "study.duckdb"))
+    con.execute("UPDATE units SET records_stat = NULL")
+    con.close()
+    assert run(study, out, progress=False).ran == 0

@@ -43,6 +43,7 @@ CREATE TABLE IF NOT EXISTS units (
     spec JSON NOT NULL,
     records_path VARCHAR,
     records_sha256 VARCHAR,
+    records_stat VARCHAR,
     n_records BIGINT,
     metrics JSON,
     started TIMESTAMP,
@@ -105,6 +106,8 @@ class Store:
             raise CalibenchError(_open_error(db, exc)) from None
         if not read_only:
             self.con.execute(_SCHEMA)
+            # stores written before the quick check existed get the column (NULL: hashed once on resume)
+            self.con.execute("ALTER TABLE units ADD COLUMN IF NOT EXISTS records_stat VARCHAR")
 
     @classmethod
     def open(cls, root: str | os.PathLike[str], *, read_only: bool = False) -> Store:
@@ -135,9 +138,12 @@ class Store:
         finished = self.finished_keys()
         stale = [r[0] for r in self.con.execute("SELECT key FROM units WHERE status <> 'finished'").fetchall()]
         # A finished row whose records or checkpoints vanished or changed is not trusted either.
-        for key, kind, path, sha in self.con.execute(
-                "SELECT key, kind, records_path, records_sha256 FROM units WHERE status = 'finished'").fetchall():
-            broken = bool(path) and (not (self.root / path).exists() or file_sha256(self.root / path) != sha)
+        for key, kind, path, sha, stat in self.con.execute(
+                "SELECT key, kind, records_path, records_sha256, records_stat FROM units "
+                "WHERE status = 'finished'").fetchall():
+            broken = bool(path) and not _records_intact(self.root / path, sha, stat)
+            if path and not broken and stat != _stat_key(self.root / path):  # same bytes, touched: remember
+                self.con.execute("UPDATE units SET records_stat = ? WHERE key = ?", [_stat_key(self.root / path), key])
             if kind == "train" and not _trusted_train_output(self.model_dir(key)):
                 broken = True
             if broken:
@@ -249,15 +255,16 @@ class Store:
                 n_records: int | None) -> None:
         rel = records.relative_to(self.root).as_posix() if records else None
         sha = file_sha256(records) if records else None
+        stat = _stat_key(records) if records else None
         row = self.con.execute("SELECT started FROM units WHERE key = ?", [key]).fetchone()
         started = row[0] if row and row[0] else _now()
         self.con.execute("BEGIN TRANSACTION")
         try:
             self.con.execute("DELETE FROM units WHERE key = ?", [key])
             self.con.execute(
-                "INSERT INTO units (key, kind, status, spec, records_path, records_sha256, n_records, metrics, "
-                "started, finished) VALUES (?, ?, 'finished', ?, ?, ?, ?, ?, ?, ?)",
-                [key, kind, json.dumps(spec, sort_keys=True, default=str), rel, sha, n_records,
+                "INSERT INTO units (key, kind, status, spec, records_path, records_sha256, records_stat, n_records, "
+                "metrics, started, finished) VALUES (?, ?, 'finished', ?, ?, ?, ?, ?, ?, ?, ?)",
+                [key, kind, json.dumps(spec, sort_keys=True, default=str), rel, sha, stat, n_records,
                  json.dumps(_finite(metrics), sort_keys=True, default=_json_default), started, _now()])
             self.con.execute("COMMIT")
         except Exception:
@@ -274,6 +281,27 @@ def _open_error(db: Path, exc: Exception) -> str:
                 "this folder?")
     return (f"{db}: not a readable DuckDB database ({text}); the file is corrupt or not a study database; "
             "move it away to start the study's bookkeeping afresh (records/ and models/ are kept)")
+
+
+def _stat_key(path: Path) -> str:
+    """Size and modification time (ns) of a file: what a resume compares before it would re-hash."""
+    st = path.stat()
+    return f"{st.st_size}:{st.st_mtime_ns}"
+
+
+def _records_intact(path: Path, sha: str | None, stat: str | None) -> bool:
+    """Whether a finished unit's records file is the one it finished with.
+
+    The size and mtime recorded at finish are checked first, so a resume of a study with thousands of
+    units (or million-token CLM records) does not re-read every file; only a file whose size or mtime
+    moved (or a store from before the quick check) is hashed against the recorded SHA-256. A file
+    truncated or rewritten by another program changes its size or mtime.
+    """
+    if not path.exists():
+        return False
+    if stat is not None and _stat_key(path) == stat:
+        return True
+    return file_sha256(path) == sha
 
 
 def _trusted_train_output(folder: Path) -> bool:
