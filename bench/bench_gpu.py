@@ -16,13 +16,16 @@ For each model (the bench tiny10m GPT-NeoX and the built-in SmolLM2-135M-Instruc
 3. vs lm-eval: ``bench_vs_lm_eval.compare`` (wall time and agreement with lm-eval's HF backend on the
    same model object and strings) in float32.
 
-Tolerances (``TOL``): float32 1e-4 (what calibench promises against lm-eval). bfloat16 0.25: bf16
-keeps 8 significant bits (unit roundoff 2**-9 ~ 0.002), so a logit of size ~20 is rounded by up to
-~0.04 at the last layer alone; the two paths differ in attention layout (one packed row with an
-ancestor mask and a header KV cache vs separate rows), so every layer rounds differently, and an
-option sum adds that error over its tokens. The engine's own one-time check admits 0.1 per token for
-16-bit weights; 0.25 leaves room for sums of a few tokens. Accuracy equality is required in float32
-only: in bfloat16 a near tie between two options may flip, which is reported, not failed.
+Tolerances (``TOL``), on every log-likelihood compared: float32 1e-4 (what calibench promises
+against lm-eval). bfloat16 0.5 nats: bf16 keeps 8 significant bits, so a logit in [16, 32) is rounded
+to steps of 0.125, and the two paths (one packed row with an ancestor mask and a header KV cache vs
+separate rows) round every layer differently; an option sum adds that over its tokens. On CPU the
+engine's own self-check saw 0.22-0.40 on SmolLM2 in bf16 (its 16-bit limit is 0.1, so it falls back to
+plain there; the check then forces the packed path to still measure it, and fails as
+``packed_path_used: false``). A masking bug (one branch seeing another's tokens) shows up as a nat or
+more. The mean abs difference per option token is reported too: noise stays near the bf16 step.
+Accuracy equality is required in float32 only: in bfloat16 a near tie between two options may flip,
+which is reported, not failed.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ import sys
 import tempfile
 import time
 import traceback
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -44,7 +48,7 @@ import _common as C  # noqa: E402
 import bench_throughput as T  # noqa: E402
 import bench_vs_lm_eval as V  # noqa: E402
 
-TOL = {"float32": 1e-4, "bfloat16": 0.25}
+TOL = {"float32": 1e-4, "bfloat16": 0.5}
 DTYPES = ("float32", "bfloat16")
 BUDGET_S = 300.0
 # (packed-vs-plain mc items, mmlu items), throughput (items, repeats), lm-eval (mc, mmlu, repeats)
@@ -103,9 +107,16 @@ def packed_vs_plain(model: Any, tok: Any, task: Any, *, num_fewshot: int, batch_
     requests = T.joint_requests(tok, choice, cont)
     packed = ScoringEngine(model, tok, batch_size=batch_size, progress=False, device=device)
     plain = ScoringEngine(model, tok, batch_size=batch_size, progress=False, device=device, shared_prefix=False)
-    for engine in (packed, plain):  # warm-up, which also runs the packed engine's one-time self-check
-        engine.score_items(requests[:1])
-        engine.forward_tokens = 0
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for engine in (packed, plain):  # warm-up, which also runs the packed engine's one-time self-check
+            engine.score_items(requests[:1])
+            engine.forward_tokens = 0
+    self_check = packed.tree_supported()
+    if not self_check:
+        # the engine rejected its packed path and would score everything plain: force it, so the
+        # difference is still measured (and reported, with the rejection, as a failed check)
+        packed._tree_ok = True
     a, b = packed.score_items(requests), plain.score_items(requests)
     letters = [(x.next_tokens[0].candidate_logprobs, y.next_tokens[0].candidate_logprobs) for x, y in zip(a, b, strict=True)]
     opts = [(x.options[0], y.options[0]) for x, y in zip(a, b, strict=True)]
@@ -117,16 +128,19 @@ def packed_vs_plain(model: Any, tok: Any, task: Any, *, num_fewshot: int, batch_
         return float(np.mean([int(np.argmax(s)) == y for s, y in zip(scores, labels, strict=True)]))
 
     diffs = {"letters": _maxdiff(letters), "option_tokens": _maxdiff(tokens), "option_sums": _maxdiff(sums)}
+    mean_token_diff = float(np.mean(np.concatenate([np.abs(x - y) for x, y in tokens])))
     accuracy = {"packed": {"choice": acc([p for p, _ in letters]), "continuation-sum": acc([p for p, _ in sums])},
                 "plain": {"choice": acc([q for _, q in letters]), "continuation-sum": acc([q for _, q in sums])}}
-    used = bool(packed.tree_supported()) and packed.forward_tokens < plain.forward_tokens
+    used = bool(self_check) and packed.forward_tokens < plain.forward_tokens
     within = all(d <= TOL[dtype] for d in diffs.values())
     acc_equal = accuracy["packed"] == accuracy["plain"]
     return {"task": task.name, "items": len(task.items), "num_fewshot": num_fewshot, "dtype": dtype,
             "tolerance": TOL[dtype], "max_abs_diff": diffs, "within_tolerance": within,
+            "mean_abs_diff_option_tokens": mean_token_diff,
             "accuracy": accuracy, "accuracy_equal": acc_equal,
-            # the packed engine falls back to plain if its self-check fails: then nothing was compared
+            # the engine's one-time self-check passed and the packed path did less work than plain
             "packed_path_used": used,
+            "self_check_warnings": [str(w.message) for w in caught if "packed prefix" in str(w.message)],
             "model_tokens": {"packed": packed.forward_tokens, "plain": plain.forward_tokens},
             "pass": within and used and (acc_equal or dtype != "float32")}
 
