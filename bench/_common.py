@@ -82,16 +82,21 @@ def build_tiny10m(out_dir: str | os.PathLike[str] | None = None, **overrides: An
     return out
 
 
-def load_bench_model(name: str, *, model_dir: str | None = None) -> tuple[Any, Any, str]:
-    """(model, tokenizer, description) for ``tiny10m`` or ``smollm2`` (the built-in SmolLM2-135M-Instruct)."""
+def load_bench_model(name: str, *, model_dir: str | None = None, device: str = "cpu",
+                     dtype: str | None = None) -> tuple[Any, Any, str]:
+    """(model, tokenizer, description) for ``tiny10m`` or ``smollm2`` (the built-in SmolLM2-135M-Instruct).
+
+    ``device`` and ``dtype`` (e.g. ``bfloat16``; default float32) go to ``load_model`` unchanged.
+    """
     from calibench.models.loading import load_model
 
+    extra = f",dtype={dtype}" if dtype else ""
     if name == "tiny10m":
         path = build_tiny10m(model_dir)
-        loaded = load_model(f"pretrained={path}")
+        loaded = load_model(f"pretrained={path}{extra}", device=device)
         return loaded.model, loaded.tokenizer, "tiny GPT-NeoX (random init)"
     if name == "smollm2":
-        loaded = load_model("pretrained=smollm2-135m-instruct")
+        loaded = load_model(f"pretrained=smollm2-135m-instruct{extra}", device=device)
         return loaded.model, loaded.tokenizer, "SmolLM2-135M-Instruct (GGUF Q4_1 dequantised to float32)"
     raise SystemExit(f"unknown --model {name!r}; choose tiny10m or smollm2")
 

@@ -65,6 +65,8 @@ def bare_replay(model: Any, calls: list[dict[str, Any]]) -> None:
             past = DynamicCache(ddp_cache_data=c["past"]) if c["past"] is not None else None
             model(input_ids=c["input_ids"], attention_mask=c["attention_mask"], position_ids=c["position_ids"],
                   cache=past, use_cache=bool(c["use_cache"]))
+    if calls and calls[0]["input_ids"].is_cuda:  # CUDA runs asynchronously: wait, so the time is the work's
+        torch.cuda.synchronize()
 
 
 def joint_requests(tok: Any, choice: list[str], cont: list[tuple[str, list[str]]]) -> list[Any]:
@@ -84,11 +86,11 @@ def engine_call(engine: Any, kind: str, payload: list) -> Any:
 
 
 def measure(model: Any, tok: Any, name: str, kind: str, payload: list, *, batch_size: int,
-            repeats: int) -> dict[str, Any]:
+            repeats: int, device: str = "cpu") -> dict[str, Any]:
     """Engine vs bare (and vs lm-eval-style scoring of every request on its own) on one workload."""
     from calibench.models.engine import ScoringEngine
 
-    engine = ScoringEngine(model, tok, batch_size=batch_size, progress=False)
+    engine = ScoringEngine(model, tok, batch_size=batch_size, progress=False, device=device)
     run = lambda: engine_call(engine, kind, payload)  # noqa: E731
     run()  # warm-up (and the engine's one-time check of packed scoring)
     log = ForwardLog(model)
@@ -115,7 +117,7 @@ def measure(model: Any, tok: Any, name: str, kind: str, payload: list, *, batch_
         "engine_vs_bare": round(t_bare / t_eng, 3), "target_0.8": t_bare / t_eng >= TARGET,
     }
     if kind != "next_token":
-        full = ScoringEngine(model, tok, batch_size=batch_size, progress=False, shared_prefix=False)
+        full = ScoringEngine(model, tok, batch_size=batch_size, progress=False, shared_prefix=False, device=device)
         engine_call(full, kind, payload[:batch_size])
         before = full.forward_tokens
         t_full = C.best_of(lambda: engine_call(full, kind, payload), repeats)[0]

@@ -72,7 +72,8 @@ def _accuracy(scores: list[np.ndarray], task: Any) -> float:
     return float(np.mean([int(np.argmax(s)) == it.label for s, it in zip(scores, task.items, strict=True)]))
 
 
-def compare(model: Any, tok: Any, task: Any, *, num_fewshot: int, batch_size: int, repeats: int) -> dict[str, Any]:
+def compare(model: Any, tok: Any, task: Any, *, num_fewshot: int, batch_size: int, repeats: int,
+            device: str = "cpu") -> dict[str, Any]:
     """Time and check both comparisons on one task; returns the JSON-ready result for that task."""
     from lm_eval.models.huggingface import HFLM
 
@@ -80,8 +81,8 @@ def compare(model: Any, tok: Any, task: Any, *, num_fewshot: int, batch_size: in
     from calibench.models.engine import ScoringEngine
 
     opts = {"num_fewshot": num_fewshot}
-    hflm = HFLM(pretrained=model, tokenizer=tok, batch_size=batch_size, device="cpu")
-    engine = ScoringEngine(model, tok, batch_size=batch_size, progress=False)
+    hflm = HFLM(pretrained=model, tokenizer=tok, batch_size=batch_size, device=device)
+    engine = ScoringEngine(model, tok, batch_size=batch_size, progress=False, device=device)
     letters, options = lm_eval_requests(task, num_fewshot)
 
     def lm_full() -> list[tuple[float, bool]]:
@@ -114,7 +115,8 @@ def compare(model: Any, tok: Any, task: Any, *, num_fewshot: int, batch_size: in
             values[name] = fn()
             times[name].append(time.perf_counter() - start)
     best = {k: min(v) for k, v in times.items()}
-    tokens = model_tokens(model, tok, task, num_fewshot=num_fewshot, batch_size=batch_size, ours=full_tokens[-1])
+    tokens = model_tokens(model, tok, task, num_fewshot=num_fewshot, batch_size=batch_size, ours=full_tokens[-1],
+                          device=device)
 
     # --- agreement
     n_letters = len(letters)
@@ -166,7 +168,8 @@ def compare(model: Any, tok: Any, task: Any, *, num_fewshot: int, batch_size: in
     }
 
 
-def model_tokens(model: Any, tok: Any, task: Any, *, num_fewshot: int, batch_size: int, ours: int) -> dict[str, Any]:
+def model_tokens(model: Any, tok: Any, task: Any, *, num_fewshot: int, batch_size: int, ours: int,
+                 device: str = "cpu") -> dict[str, Any]:
     """Real tokens through the model: calibench's full run (``ours``) vs every request as its own sequence.
 
     The per-request count is lm-eval's work for the same requests (one forward per letter prompt,
@@ -177,7 +180,7 @@ def model_tokens(model: Any, tok: Any, task: Any, *, num_fewshot: int, batch_siz
     from calibench.models.engine import ScoringEngine
     from calibench.models.tree import PrefixTree
 
-    plain = ScoringEngine(model, tok, batch_size=batch_size, progress=False, shared_prefix=False)
+    plain = ScoringEngine(model, tok, batch_size=batch_size, progress=False, shared_prefix=False, device=device)
     choice, cont = C.prompts_for(task, num_fewshot)
     plain.next_token(choice)
     plain.score_options(cont)

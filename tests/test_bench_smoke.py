@@ -133,3 +133,39 @@ def test_methods_cost_runs_every_method_at_toy_size(small_model) -> None:
         assert "error" in r or (r["tokens_per_item"] > 0 and r["records"] >= 1)
     sampled = {r["method"]: r["tokens_per_item"] for r in rows if r["task"] == "world-facts" and "error" not in r}
     assert sampled["consistency"] > sampled["sequence"]  # the samples cost on top of the greedy answer
+
+
+def test_gpu_check_runs_every_section_on_cpu(small_model, tmp_path: Path) -> None:
+    """bench_gpu.py end to end at --quick size on CPU: packed == plain to 1e-4 in float32, every section there."""
+    import json
+
+    import bench_gpu as G
+
+    model, _ = small_model
+    tiny_dir = str(Path(model.name_or_path))  # the fixture's toy model folder, reused (not rebuilt)
+    assert (Path(tiny_dir) / "model.safetensors").exists()
+    res = G.main(["--device", "cpu", "--quick", "--models", "tiny10m", "--tiny-dir", tiny_dir,
+                  "--out", str(tmp_path / "gpu.json")])
+    assert json.loads((tmp_path / "gpu.json").read_text(encoding="utf-8")) == json.loads(json.dumps(res))
+    assert {"device", "environment", "tolerances", "models", "checks", "all_pass", "wall_s"} <= set(res)
+    assert res["device"]["device"] == "cpu" and res["tolerances"]["float32"] == 1e-4
+    tiny = res["models"]["tiny10m"]
+    assert {"packed_vs_plain", "throughput", "vs_lm_eval"} <= set(tiny), tiny.get("error")
+    assert set(tiny["packed_vs_plain"]) == set(tiny["throughput"]) == {"float32", "bfloat16"}
+    for dtype, tasks in tiny["packed_vs_plain"].items():
+        assert set(tasks) == {"mc", "mmlu_5shot"}
+        for r in tasks.values():
+            assert "error" not in r, r.get("traceback")
+            assert r["packed_path_used"] and r["model_tokens"]["packed"] < r["model_tokens"]["plain"]
+            assert r["items"] > 0 and r["dtype"] == dtype
+            if dtype == "float32":
+                assert max(r["max_abs_diff"].values()) <= 1e-4 and r["accuracy_equal"], r["max_abs_diff"]
+    for r in tiny["throughput"].values():
+        assert r["pass"] and [w["shapes_match"] for w in r["workloads"]] == [True, True]
+    lm = tiny["vs_lm_eval"]
+    assert set(lm["tasks"]) == {"mc", "mmlu_5shot"} and lm["pass"]
+    assert set(res["checks"]) == {f"tiny10m/packed_vs_plain/{d}/{t}" for d in ("float32", "bfloat16")
+                                  for t in ("mc", "mmlu_5shot")} | {"tiny10m/throughput/float32",
+                                                                    "tiny10m/throughput/bfloat16",
+                                                                    "tiny10m/vs_lm_eval/float32"}
+    assert res["all_pass"] == all(res["checks"].values())
