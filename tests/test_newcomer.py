@@ -76,11 +76,45 @@ def test_machine_state_reports_this_machine(monkeypatch: pytest.MonkeyPatch) -> 
     assert isinstance(cpus, int) and 1 <= cpus <= (os.cpu_count() or 1)
     assert isinstance(load, float) and load >= 0.0
     assert threads._own_load() >= 0.0
+    # where the machine cannot be sampled (no /proc/stat), the load average less this process's use
+    monkeypatch.setattr(threads, "other_busy_cores", lambda seconds=0.25: None)
     monkeypatch.setattr(os, "getloadavg", lambda: (3.5, 0.0, 0.0))
     monkeypatch.setattr(threads, "_own_load", lambda: 1.0)
     assert threads.machine_state()[1] == 2.5                           # this process is not "another job"
     monkeypatch.setattr(threads, "_own_load", lambda: 9.0)
     assert threads.machine_state()[1] == 0.0
+
+
+@pytest.mark.skipif(not Path("/proc/stat").exists(), reason="needs /proc/stat")
+def test_other_busy_cores_sees_a_busy_process_now_and_not_this_one() -> None:
+    """Sampled now, not the trailing load average: a spinning child counts at once."""
+    import subprocess
+    import sys
+    import time
+
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.3)
+        busy = threads.other_busy_cores(0.5)
+    finally:
+        spinner.kill()
+        spinner.wait()
+    assert busy is not None and busy >= 0.6  # the spinner holds a core (other jobs may add more)
+
+
+def test_this_process_does_not_count_as_another_job(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Busy ticks this process spent in the window are taken off: a machine whose only busy ticks are
+    ours reads as idle."""
+    ticks = iter([1000, 1000 + 2 * os.sysconf("SC_CLK_TCK")])  # 2 busy core-seconds in the window
+    times = iter([os.times_result((10.0, 0.0, 0.0, 0.0, 0.0)), os.times_result((12.0, 0.0, 0.0, 0.0, 0.0))])
+    monkeypatch.setattr(threads, "_busy_jiffies", lambda: next(ticks))
+    monkeypatch.setattr(os, "times", lambda: next(times))
+    assert threads.other_busy_cores(0.01) == pytest.approx(0.0, abs=1e-9)
+
+
+def test_small_models_never_sample_the_machine(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(threads, "machine_state", lambda: pytest.fail("sampled for a small model"))
+    assert threads.auto_threads(1e6) == 1
 
 
 def test_parameter_estimates_before_loading(tiny: Path) -> None:

@@ -22,14 +22,14 @@ from typing import Any
 # Below this many parameters one thread is used whatever the machine: the lab's models (20k-3M) and
 # similar never fill more than one core per op.
 SMALL_MODEL_PARAMS = 50e6
-# A machine is busy when fewer than this many cores are idle (cores minus the 1-minute load average);
-# then every extra thread would wait for a core, so one thread is used.
+# A machine is busy when fewer than this many cores are idle (cores minus the cores other processes keep
+# busy, sampled when the thread count is chosen); then every extra thread would wait for a core.
 MIN_IDLE_CORES = 1.5
 
 
 def choose_threads(n_params: float | None, cpus: int, load: float) -> int | None:
     """The thread count for a model of ``n_params`` parameters (None: unknown) on a machine with ``cpus``
-    cores and a 1-minute load average of ``load``; None means "keep torch's default".
+    cores of which other processes keep ``load`` busy; None means "keep torch's default".
 
     - one core, a small model, or a busy machine (fewer than ``MIN_IDLE_CORES`` idle): 1 thread;
     - mostly idle (at most a quarter of the cores busy): torch's default (one per core);
@@ -65,13 +65,51 @@ def _own_load() -> float:
     return (used.user + used.system) / elapsed if elapsed > 1.0 else 0.0
 
 
+SAMPLE_SECONDS = 0.25  # how long ``other_busy_cores`` watches the machine
+
+
+def _busy_jiffies() -> int | None:
+    """Busy clock ticks of all cores since boot (/proc/stat: every field but idle and iowait)."""
+    try:
+        with open("/proc/stat", encoding="ascii") as fh:
+            fields = [int(x) for x in fh.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    return sum(fields) - fields[3] - (fields[4] if len(fields) > 4 else 0)
+
+
+def other_busy_cores(seconds: float = SAMPLE_SECONDS) -> float | None:
+    """Cores the OTHER processes keep busy right now: the machine's busy ticks over a short window,
+    less this process's own CPU time in it (None where /proc/stat is missing).
+
+    Measured now rather than read from the load average, which trails by a minute: a job that just
+    ended still counts there, and one that just started does not yet (the benchmark in
+    bench/bench_threads.py showed both picking the wrong count).
+    """
+    import time
+
+    before, own0, t0 = _busy_jiffies(), os.times(), time.perf_counter()
+    if before is None:
+        return None
+    time.sleep(seconds)
+    after, own1, t1 = _busy_jiffies(), os.times(), time.perf_counter()
+    if after is None or t1 <= t0:
+        return None
+    busy = (after - before) / os.sysconf("SC_CLK_TCK")
+    own = (own1.user + own1.system) - (own0.user + own0.system)
+    return max(0.0, (busy - own) / (t1 - t0))
+
+
 def machine_state() -> tuple[int, float]:
-    """(cores this process may use, 1-minute load average of the OTHER processes); load 0.0 where the OS
-    does not report it."""
+    """(cores this process may use, cores the OTHER processes keep busy): sampled now
+    (``other_busy_cores``), else the 1-minute load average less this process's own use."""
     try:
         cpus = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
         cpus = os.cpu_count() or 1
+    sampled = other_busy_cores()
+    if sampled is not None:
+        return cpus, sampled
     try:
         load = os.getloadavg()[0]
     except (AttributeError, OSError):
@@ -80,7 +118,9 @@ def machine_state() -> tuple[int, float]:
 
 
 def auto_threads(n_params: float | None) -> int | None:
-    """``choose_threads`` for this machine, now."""
+    """``choose_threads`` for this machine, now (a small model needs no look at the machine)."""
+    if n_params is not None and n_params < SMALL_MODEL_PARAMS:
+        return 1
     cpus, load = machine_state()
     return choose_threads(n_params, cpus, load)
 
