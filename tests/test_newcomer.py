@@ -102,6 +102,27 @@ def test_other_busy_cores_sees_a_busy_process_now_and_not_this_one() -> None:
     assert busy is not None and busy >= 0.6  # the spinner holds a core (other jobs may add more)
 
 
+@pytest.mark.skipif(not Path("/proc/stat").exists() or os.getpriority(os.PRIO_PROCESS, 0) > 0,
+                    reason="needs /proc/stat and a process that is not niced itself")
+def test_niced_jobs_do_not_count_as_busy() -> None:
+    """A job under nice 19 yields its core to this process, so starting one leaves the count as it was
+    (on an idle machine it would otherwise add a whole core)."""
+    import subprocess
+    import sys
+    import time
+
+    before = threads.other_busy_cores(0.4)
+    niced = subprocess.Popen(["nice", "-n", "19", sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.3)
+        during = threads.other_busy_cores(0.4)
+    finally:
+        niced.kill()
+        niced.wait()
+    assert before is not None and during is not None
+    assert during - before < 0.5
+
+
 def test_this_process_does_not_count_as_another_job(monkeypatch: pytest.MonkeyPatch) -> None:
     """Busy ticks this process spent in the window are taken off: a machine whose only busy ticks are
     ours reads as idle."""

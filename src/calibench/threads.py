@@ -69,13 +69,21 @@ SAMPLE_SECONDS = 0.25  # how long ``other_busy_cores`` watches the machine
 
 
 def _busy_jiffies() -> int | None:
-    """Busy clock ticks of all cores since boot (/proc/stat: every field but idle and iowait)."""
+    """Clock ticks since boot that all cores spent on work this process must share them with.
+
+    /proc/stat's cpu line: user, nice, system, idle, iowait, irq, softirq, steal (guest time is inside
+    user and nice). Idle and iowait are free; so is ``nice`` time (jobs under ``nice``) when this process
+    is not niced itself, since the scheduler gives the cores to it first.
+    """
     try:
         with open("/proc/stat", encoding="ascii") as fh:
-            fields = [int(x) for x in fh.readline().split()[1:]]
+            fields = [int(x) for x in fh.readline().split()[1:9]]
     except (OSError, ValueError):
         return None
-    return sum(fields) - fields[3] - (fields[4] if len(fields) > 4 else 0)
+    if len(fields) < 5:
+        return None
+    yields_to_us = fields[1] if os.getpriority(os.PRIO_PROCESS, 0) <= 0 else 0
+    return sum(fields) - fields[3] - fields[4] - yields_to_us
 
 
 def other_busy_cores(seconds: float = SAMPLE_SECONDS) -> float | None:
