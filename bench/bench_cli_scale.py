@@ -115,10 +115,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     text = json.dumps(result, indent=2)
     print(text)
     if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        tmp_out = args.out.with_suffix(".tmp")
-        tmp_out.write_text(text + "\n", encoding="utf-8")
-        os.replace(tmp_out, args.out)
+        from calibench.io import write_json
+
+        write_json(args.out, result)
     return result
 
 

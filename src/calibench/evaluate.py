@@ -36,7 +36,7 @@ import pandas as pd
 
 from calibench.errors import CalibenchError
 from calibench.io import write_json
-from calibench.limits import MAX_BINS, MAX_RESAMPLES, check_cap
+from calibench.limits import check_summary_options
 from calibench.methods import MethodOptions, parse_methods, resolve_methods
 from calibench.records import RECORDS_FILE, RecordWriter
 from calibench.runfolder import check_out, staged_folder
@@ -154,14 +154,9 @@ def run_eval(
     started = time.time()
     out = Path(out_dir)
     check_out(out)  # a file, or a folder that is not a run, is refused before anything is loaded
-    if n_bins < 1:
-        raise CalibenchError(f"--n-bins must be >= 1, got {n_bins}")
-    if bootstrap < 0:
-        raise CalibenchError(f"--bootstrap must be >= 0, got {bootstrap}")
+    check_summary_options(n_bins, bootstrap)
     if batch_size < 1:
         raise CalibenchError(f"--batch-size must be >= 1, got {batch_size}")
-    check_cap("--n-bins", n_bins, MAX_BINS)
-    check_cap("--bootstrap", bootstrap, MAX_RESAMPLES)
     opts = make_method_options(num_fewshot=num_fewshot, chat_template=chat_template,
                                max_new_tokens=max_new_tokens, window=window, stride=stride, extra=method_options)
     parse_methods(methods)

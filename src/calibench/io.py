@@ -6,6 +6,7 @@ over the target; rename is atomic on POSIX file systems.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
@@ -50,6 +51,17 @@ def _umask() -> int:
 def write_text(target: str | os.PathLike[str], text: str) -> None:
     with atomic_path(target) as tmp:
         tmp.write_text(text, encoding="utf-8")
+
+
+def fsync_dir(path: str | os.PathLike[str]) -> None:
+    """Make a rename inside ``path`` durable (a folder's entries live in the folder); filesystems that
+    cannot fsync a folder are left as they are."""
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def write_json(target: str | os.PathLike[str], obj: Any) -> None:

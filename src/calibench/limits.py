@@ -16,3 +16,14 @@ def check_cap(option: str, value: int | None, cap: int) -> None:
     """Raise a one-line error when ``value`` exceeds ``cap`` (``option`` names the flag, e.g. ``--n-bins``)."""
     if value is not None and value > cap:
         raise CalibenchError(f"{option} must be <= {cap}, got {value}")
+
+
+def check_summary_options(n_bins: int, bootstrap: int) -> None:
+    """``--n-bins`` in [1, MAX_BINS] and ``--bootstrap`` in [0, MAX_RESAMPLES]: what every command that
+    summarises records checks before it reads or writes anything."""
+    if n_bins < 1:
+        raise CalibenchError(f"--n-bins must be >= 1, got {n_bins}")
+    if bootstrap < 0:
+        raise CalibenchError(f"--bootstrap must be >= 0, got {bootstrap}")
+    check_cap("--n-bins", n_bins, MAX_BINS)
+    check_cap("--bootstrap", bootstrap, MAX_RESAMPLES)

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from calibench.errors import CalibenchError, quote
+from calibench.io import fsync_dir
 
 MANIFEST_FILE = "manifest.json"
 _RENAME_EXCHANGE = 2
@@ -125,15 +126,6 @@ def _exchange(a: Path, b: Path) -> bool:
     raise OSError(err, os.strerror(err), str(a), None, str(b))
 
 
-def _fsync_dir(path: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
 def _is_replaceable(out: Path) -> bool:
     """An existing ``--out`` may be replaced only if it is empty or a calibench run folder."""
     if not any(out.iterdir()):
@@ -176,7 +168,7 @@ def staged_folder(out: str | os.PathLike[str]) -> Iterator[Path]:
     try:
         yield stage
         write_manifest(stage)
-        _fsync_dir(stage)
+        fsync_dir(stage)
         os.chmod(stage, 0o777 & ~_umask())  # mkdtemp makes 0700 folders; honour the user's umask
         if not out.exists():
             os.rename(stage, out)
@@ -188,7 +180,7 @@ def staged_folder(out: str | os.PathLike[str]) -> Iterator[Path]:
             os.rename(out, old)
             os.rename(stage, out)
             shutil.rmtree(old, ignore_errors=True)
-        _fsync_dir(out.parent)
+        fsync_dir(out.parent)
     finally:
         if stage.exists() and stage != out:
             shutil.rmtree(stage, ignore_errors=True)

@@ -33,18 +33,13 @@ def from_lm_eval(
     from rich.table import Table
 
     from calibench.errors import CalibenchError
-    from calibench.limits import MAX_BINS, MAX_RESAMPLES, check_cap
+    from calibench.limits import check_summary_options
     from calibench.lm_eval_import import convert
     from calibench.metrics import summarize
     from calibench.records import write_records
 
     # options first: nothing is written when one is wrong
-    if n_bins < 1:
-        raise CalibenchError(f"--n-bins must be >= 1, got {n_bins}")
-    if bootstrap < 0:
-        raise CalibenchError(f"--bootstrap must be >= 0, got {bootstrap}")
-    check_cap("--n-bins", n_bins, MAX_BINS)
-    check_cap("--bootstrap", bootstrap, MAX_RESAMPLES)
+    check_summary_options(n_bins, bootstrap)
     if out.exists() and not out.is_dir():
         raise CalibenchError(f"{out}: exists and is not a folder")
     records = convert([str(s) for s in samples], model=model, revision=revision, task=task)

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 from calibench.errors import CalibenchError
-from calibench.limits import MAX_BINS, MAX_RESAMPLES, check_cap
+from calibench.limits import check_summary_options
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -123,9 +123,7 @@ def _validate_options(*, n_bins: int, binning: str, bootstrap: int, level: float
     from calibench.metrics.intervals import CI_METHODS
     from calibench.recalibrate import CALIBRATORS
 
-    if n_bins < 1:
-        raise CalibenchError(f"--n-bins must be >= 1, got {n_bins}")
-    check_cap("--n-bins", n_bins, MAX_BINS), check_cap("--bootstrap", bootstrap, MAX_RESAMPLES)  # caps: issue 11
+    check_summary_options(n_bins, bootstrap)
     if binning not in BINNINGS:
         raise CalibenchError(f"--binning must be one of {', '.join(BINNINGS)}, got {binning!r}")
     if bootstrap < 0:

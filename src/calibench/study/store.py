@@ -30,6 +30,7 @@ from typing import Any
 import pandas as pd
 
 from calibench.errors import CalibenchError
+from calibench.io import fsync_dir
 from calibench.records import write_records
 
 DB_NAME = "study.duckdb"
@@ -66,14 +67,6 @@ class StoredUnit:
 
 def _now() -> datetime:
     return datetime.now(timezone.utc).replace(tzinfo=None)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def file_sha256(path: Path) -> str:
@@ -221,7 +214,7 @@ class Store:
         """Write records durably, then mark the unit finished in one transaction."""
         target = self.root / "records" / f"{key}.parquet"
         write_records(records, target)        # temp name + fsync + rename (calibench.io)
-        _fsync_dir(target.parent)
+        fsync_dir(target.parent)
         self._finish(key, "eval", spec, target, metrics, len(records))
         return target
 
@@ -234,7 +227,7 @@ class Store:
         if target.exists():
             shutil.rmtree(target)
         os.replace(staged_dir, target)
-        _fsync_dir(target.parent)
+        fsync_dir(target.parent)
         self._finish(key, "train", spec, None, manifest, None)
         return target
 
