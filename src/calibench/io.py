@@ -7,6 +7,7 @@ over the target; rename is atomic on POSIX file systems.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import tempfile
@@ -51,6 +52,15 @@ def _umask() -> int:
 def write_text(target: str | os.PathLike[str], text: str) -> None:
     with atomic_path(target) as tmp:
         tmp.write_text(text, encoding="utf-8")
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """Streamed sha256 of one file (1 MiB blocks): records, manifests and weights are hashed with it."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def fsync_dir(path: str | os.PathLike[str]) -> None:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import hashlib
 import os
 import shutil
 import tempfile
@@ -31,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from calibench.errors import CalibenchError, quote
-from calibench.io import fsync_dir
+from calibench.io import file_sha256, fsync_dir
 
 MANIFEST_FILE = "manifest.json"
 _RENAME_EXCHANGE = 2
@@ -42,22 +41,13 @@ class UnverifiedRunWarning(UserWarning):
     """A run folder without a manifest (written before manifests existed): read, but not verified."""
 
 
-def file_digest(path: Path) -> str:
-    """Streamed sha256 of one file."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def build_manifest(folder: str | os.PathLike[str]) -> dict[str, Any]:
     """Size and sha256 of every regular file under ``folder`` (relative POSIX paths, sorted)."""
     root = Path(folder)
     files: dict[str, dict[str, Any]] = {}
     for p in sorted(root.rglob("*")):
         if p.is_file() and not p.is_symlink() and p.name != MANIFEST_FILE:
-            files[p.relative_to(root).as_posix()] = {"size": p.stat().st_size, "sha256": file_digest(p)}
+            files[p.relative_to(root).as_posix()] = {"size": p.stat().st_size, "sha256": file_sha256(p)}
     return {"calibench_manifest": 1, "files": files}
 
 
@@ -104,7 +94,7 @@ def verify_folder(folder: str | os.PathLike[str], *, what: str = "run folder", r
         except OSError:
             raise CalibenchError(f"{root}: {quote(name)} is listed in {MANIFEST_FILE} but missing; the {what} "
                                  "was changed or only partly copied") from None
-        if size != entry.get("size") or file_digest(p) != entry.get("sha256"):
+        if size != entry.get("size") or file_sha256(p) != entry.get("sha256"):
             raise CalibenchError(f"{root}: {quote(name)} does not match {MANIFEST_FILE} (size {size}, "
                                  f"expected {entry.get('size')}); the {what} was changed, truncated or mixed "
                                  "with another run; write it again")

@@ -24,6 +24,7 @@ import os
 from pathlib import Path
 
 from calibench.errors import CalibenchError
+from calibench.io import file_sha256
 
 
 def weight_files(folder: str | os.PathLike[str], *, gguf_file: str | None = None) -> list[Path]:
@@ -63,11 +64,7 @@ class WeightsHasher:
         if key in stored:
             self._memo[key] = stored[key]
             return stored[key]
-        digest = hashlib.sha256()
-        with open(path, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(block)
-        self._memo[key] = digest.hexdigest()
+        self._memo[key] = file_sha256(path)
         if self._persist:
             stored = {k: v for k, v in stored.items() if Path(k.split("|", 1)[0]).exists()}  # forget deleted files
             stored[key] = self._memo[key]

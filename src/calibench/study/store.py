@@ -18,7 +18,6 @@ Only one process writes the database (the driver); Ray workers return results to
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -30,7 +29,7 @@ from typing import Any
 import pandas as pd
 
 from calibench.errors import CalibenchError
-from calibench.io import fsync_dir
+from calibench.io import file_sha256, fsync_dir
 from calibench.records import write_records
 
 DB_NAME = "study.duckdb"
@@ -67,14 +66,6 @@ class StoredUnit:
 
 def _now() -> datetime:
     return datetime.now(timezone.utc).replace(tzinfo=None)
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 class Store:
