@@ -274,6 +274,31 @@ def test_a_failing_method_leaves_the_previous_records_untouched(world, engine, m
     assert sorted(p.name for p in out.iterdir()) == ["records.parquet"]  # no temporary file left
 
 
+def test_an_unmeasurable_method_is_reported_and_the_run_goes_on(world, monkeypatch, capsys):
+    import calibench.methods as registry
+    from calibench.errors import NotMeasurable
+
+    def unmeasurable(*args, **kwargs):
+        raise NotMeasurable("method 'continuation-sum' on task 'toy_mc': none of the 6 answers states a confidence")
+
+    monkeypatch.setitem(registry.METHODS, "continuation-sum", unmeasurable)
+    out = world["root"] / "not_measured"
+    args = ["eval", "--model-args", f"pretrained={world['a']}", "--tasks", world["tasks"]["mc"], "--methods",
+            "choice,continuation-sum", "--out", str(out), "--bootstrap", "0", "--quiet", "--no-figures"]
+    assert main(args) == 0
+    text = capsys.readouterr().out
+    assert "not measured: toy_mc · continuation-sum: method 'continuation-sum'" in text
+    records = pd.read_parquet(out / "records.parquet")
+    assert set(records["method"]) == {"choice"} and len(records) == 6
+    units = json.loads((out / "config.json").read_text())["units"]
+    assert units[0] == {"task": "toy_mc", "method": "choice", "n_records": 6}
+    assert units[1]["n_records"] == 0 and "none of the 6 answers" in units[1]["not_measured"]
+    # nothing measurable at all: a one-line error, not an empty run
+    args[args.index("--methods") + 1] = "continuation-sum"
+    assert main(args) == 2
+    assert "no method measured anything" in capsys.readouterr().err
+
+
 def test_same_command_twice_gives_identical_records(world, run_all):
     tasks = world["tasks"]
     same = run_eval(f"pretrained={world['a']}", [tasks["mc"], tasks["facts"], tasks["clm"]], "all",

@@ -148,6 +148,18 @@ def test_verbalized_with_no_parseable_answer_is_an_error_not_made_up_numbers() -
     assert issubclass(methods.NoStatedConfidence, CalibenchError)  # a one-line CLI error
 
 
+def test_an_unmeasurable_method_is_reported_and_the_other_methods_still_run() -> None:
+    from calibench.scoring import score
+
+    engine = _facts_engine(verbal={"France": " Paris", "Utopia": " no idea", "Peru": " Lima"})
+    task = facts_task()
+    chunks = list(score(engine, [(task, "verbalized"), (task, "consistency")], tokenizer=engine.tokenizer,
+                        options=methods.MethodOptions.from_mapping({"n_samples": 4}), model_id="m", revision=""))
+    assert [(c.method, len(c.frame), c.last) for c in chunks] == [("verbalized", 0, True), ("consistency", 3, True)]
+    assert "none of the 3 answers states a confidence" in chunks[0].not_measured
+    assert chunks[1].not_measured == "" and set(chunks[1].frame["method"]) == {"consistency"}
+
+
 def test_verbalized_on_multiple_choice_reads_the_letter() -> None:
     engine = FamilyEngine(FakeTokenizer(), verbal={"France": " B\nConfidence: 60", "Cairo": " The Nile"})
     recs = methods.verbalized(engine, mc_task())

@@ -12,6 +12,14 @@ class CalibenchError(ValueError):
     """A problem with the user's input, named precisely enough to fix it."""
 
 
+class NotMeasurable(CalibenchError):
+    """A confidence method yields nothing to measure on this model (e.g. no answer states a confidence).
+
+    That is a finding about the model, not a failed run: ``calibench.scoring.score`` reports the
+    (task, method) as not measured, with this message, and goes on with the other methods.
+    """
+
+
 def located(message: str, *, path: object | None = None, line: int | None = None, field: str | None = None) -> CalibenchError:
     """Build an error whose message starts with ``file:line: field:`` where known."""
     where = ""

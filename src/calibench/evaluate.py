@@ -54,6 +54,7 @@ class RunResult:
     out_dir: Path
     records: pd.DataFrame
     metrics: pd.DataFrame
+    not_measured: dict[tuple[str, str], str] = dataclasses.field(default_factory=dict)  # (task, method) -> why
 
 
 def seed_everything(seed: int) -> None:
@@ -171,20 +172,27 @@ def run_eval(
     model_id, revision = provenance(loaded)
 
     counts: dict[tuple[str, str], int] = {}
+    not_measured: dict[tuple[str, str], str] = {}
     frames: list[pd.DataFrame] = []
     t0 = time.time()
     with staged_folder(out) as stage:  # ``out`` gets the whole run (manifest last) or keeps the old one
         chunks = score_loaded(loaded, units, opts, batch_size=batch_size, device=device, seed=seed, progress=progress)
         with RecordWriter(stage / RECORDS_FILE) as writer, closing(chunks):
             for chunk in chunks:
-                writer.write(chunk.frame)
-                frames.append(chunk.frame)
                 key = (chunk.task.name, chunk.method)
                 counts[key] = counts.get(key, 0) + len(chunk.frame)
+                if chunk.not_measured:
+                    not_measured[key] = chunk.not_measured
+                elif len(chunk.frame):
+                    writer.write(chunk.frame)
+                    frames.append(chunk.frame)
                 if chunk.last:
+                    done = "not measured" if chunk.not_measured else f"{counts[key]} records"
                     _log(progress, f"[{len(counts)}/{len(units)}] {chunk.task.name} · {chunk.method}: "
-                                   f"{counts[key]} records in {time.time() - t0:.1f}s")
+                                   f"{done} in {time.time() - t0:.1f}s")
                     t0 = time.time()
+        if not frames:
+            raise CalibenchError("no method measured anything: " + "; ".join(not_measured.values()))
         records = pd.concat(frames, ignore_index=True)
         metrics = _summarize(records, n_bins=n_bins, bootstrap=bootstrap, seed=seed)
         write_json(stage / METRICS_FILE, {"n_bins": n_bins, "binning": "width", "bootstrap": bootstrap, "level": 0.95,
@@ -199,7 +207,9 @@ def run_eval(
             "tasks": [{"name": t.name, "kind": t.kind, "n_items": len(t.items), "content_hash": t.content_hash}
                       for t in task_objs],
             "requested": {"tasks": list(tasks), "methods": methods if isinstance(methods, str) else list(methods)},
-            "units": [{"task": t.name, "method": m, "n_records": counts[(t.name, m)]} for t, m in units],
+            "units": [{"task": t.name, "method": m, "n_records": counts[(t.name, m)],
+                       **({"not_measured": not_measured[(t.name, m)]} if (t.name, m) in not_measured else {})}
+                      for t, m in units],
             "seed": seed,
             "options": {**dataclasses.asdict(opts), "batch_size": batch_size, "device": device, "limit": limit,
                         "n_bins": n_bins, "bootstrap": bootstrap, "trust_remote_code": trust_remote_code,
@@ -207,7 +217,7 @@ def run_eval(
             "figures": pngs,
             "seconds": round(time.time() - started, 3),
         })
-    return RunResult(out, records, metrics)
+    return RunResult(out, records, metrics, not_measured)
 
 
 # -- the shared steps (run_eval above, study eval units in calibench.study.work) ---------------------------

@@ -14,7 +14,7 @@ from typing import Any
 
 import pandas as pd
 
-from calibench.errors import CalibenchError
+from calibench.errors import CalibenchError, NotMeasurable
 from calibench.methods import METHODS, MethodOptions, ScoringSession, iter_token_records
 from calibench.records import COLUMNS, make_records
 
@@ -25,8 +25,9 @@ class RecordChunk:
 
     task: Any
     method: str
-    frame: pd.DataFrame  # every records.COLUMNS column, model and revision filled in
+    frame: pd.DataFrame  # every records.COLUMNS column, model and revision filled in (empty when skipped)
     last: bool
+    not_measured: str = ""  # why the method measured nothing on this model (its only chunk, frame empty)
 
 
 def _finish(frame: pd.DataFrame, model_id: str, revision: str) -> pd.DataFrame:
@@ -43,7 +44,9 @@ def score(engine: Any, units: Sequence[tuple[Any, str]], *, tokenizer: Any, opti
 
     Passes that several methods of one task share (the choice prompt and the option continuations,
     the greedy answers) run once: they live in this call's ``ScoringSession`` and go with it.
-    A unit that produces no record is an error.
+    A method that cannot measure this model (``NotMeasurable``: e.g. no answer states a confidence)
+    yields one empty chunk whose ``not_measured`` says why, and the other units go on; any other unit
+    that produces no record is an error.
     """
     session = ScoringSession(engine, tokenizer, options)
     for task, method in units:
@@ -51,7 +54,12 @@ def score(engine: Any, units: Sequence[tuple[Any, str]], *, tokenizer: Any, opti
             frames = iter_token_records(engine, task, session=session)
         else:
             session.prefetch(task, [m for t, m in units if t is task])
-            frames = iter([make_records(METHODS[method](engine, task, session=session))])
+            try:
+                rows = METHODS[method](engine, task, session=session)
+            except NotMeasurable as exc:
+                yield RecordChunk(task, method, pd.DataFrame(columns=list(COLUMNS)), last=True, not_measured=str(exc))
+                continue
+            frames = iter([make_records(rows)])
         pending = None
         for frame in frames:
             if len(frame) == 0:

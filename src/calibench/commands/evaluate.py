@@ -123,10 +123,13 @@ def eval_command(
         )
     console = _console()
     console.print(summary_table(result.metrics, title=f"calibration · {out}"))
+    from rich.markup import escape
+
     from calibench.validity import validity_table, warnings
 
-    for line in warnings(validity_table(result.records)):
-        console.print(f"[yellow]{line}[/yellow]", highlight=False)
+    lines = [f"not measured: {task} · {method}: {why}" for (task, method), why in result.not_measured.items()]
+    for line in lines + warnings(validity_table(result.records)):
+        console.print(f"[yellow]{escape(line)}[/yellow]", highlight=False)
     console.print(f"wrote {out}/{RECORDS_FILE} ({len(result.records)} records), {METRICS_FILE}, {CONFIG_FILE}")
 
 

@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from calibench.errors import CalibenchError
+from calibench.errors import NotMeasurable
 from calibench.methods.answers import answer_key, greedy_proposals, parse_letter
 from calibench.methods.core import (
     ScoringSession,
@@ -51,7 +51,7 @@ _ONE_STAGE_EXTRA_TOKENS = 12  # room after the answer for "\nConfidence: 90"
 _TWO_STAGE_TOKENS = 6
 
 
-class NoStatedConfidence(CalibenchError):
+class NoStatedConfidence(NotMeasurable):
     """No item of a (task, method) states a parseable confidence: the model cannot be measured this way."""
 
 

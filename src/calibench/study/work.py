@@ -86,8 +86,11 @@ def eval_records(spec: dict[str, Any], cache: ModelCache) -> pd.DataFrame:
     units = resolve_methods(methods, tasks)
     loaded = cache.get(args, s["device"], allow_pickle=bool(s.get("allow_pickle", False)))
     with torch_threads(resolve_threads(s.get("threads"), count_parameters(loaded.model))):
-        frames = [chunk.frame for chunk in score_loaded(loaded, units, opts, batch_size=s["batch_size"],
-                                                        device=s["device"], seed=s["seed"], progress=False)]
+        chunks = list(score_loaded(loaded, units, opts, batch_size=s["batch_size"], device=s["device"],
+                                   seed=s["seed"], progress=False))
+    frames = [c.frame for c in chunks if not c.not_measured]
+    if not frames:  # every method of the unit is unmeasurable on this model: the unit's error says why
+        raise CalibenchError("; ".join(c.not_measured for c in chunks))
     records = pd.concat(frames, ignore_index=True)
     records["model"] = portable_model(spec, str(loaded.model_id))
     return records
