@@ -107,6 +107,24 @@ def test_cli_json_and_files(runs, capsys):
     assert len(err.splitlines()) == 1 and "not a calibench run" in err
 
 
+def test_write_comparison_swaps_in_a_whole_folder(runs, tmp_path, monkeypatch):
+    a, b = runs
+    comp = compare_runs(a, b, n_resamples=20, seed=0)
+    out = tmp_path / "cmp"
+    write_comparison(comp, out)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert {"compare.json", "manifest.json"} <= set(before)
+
+    def killed(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr("calibench.report.plots.plot_reliability_grid", killed)
+    with pytest.raises(OSError, match="disk full"):  # dies after compare.json was written to the stage
+        write_comparison(compare_runs(a, b, n_resamples=30, seed=1), out)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # the old folder, untouched
+    assert not list(tmp_path.glob(".cmp.*"))  # no staging folder left
+
+
 def test_write_comparison_accepts_record_files(runs, tmp_path):
     a, b = runs
     comp = compare_runs(a / "records.parquet", b / "records.parquet", n_resamples=20)

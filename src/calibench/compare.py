@@ -161,12 +161,24 @@ def compare_runs(run_a: str | Path, run_b: str | Path, *, n_resamples: int = 100
 
 
 def write_comparison(comparison: Comparison, out_dir: str | Path) -> list[Path]:
-    """Write compare.json and the side-by-side reliability grid (A | B per task x method)."""
+    """Write compare.json and the side-by-side reliability grid (A | B per task x method).
+
+    Like a run folder, the output is staged beside ``out_dir`` and swapped in whole with its manifest
+    (``calibench.runfolder.staged_folder``), so a killed compare never leaves a half-written folder.
+    """
+    from calibench.runfolder import staged_folder
+
+    out = Path(out_dir)
+    with staged_folder(out) as stage:
+        _write_comparison(comparison, stage)
+    return [out / COMPARE_FILE, out / GRID_FILE]
+
+
+def _write_comparison(comparison: Comparison, out: Path) -> None:
     from calibench.records import load_run_records
     from calibench.report.diagrams import reliability_diagram
     from calibench.report.plots import plot_reliability_grid
 
-    out = Path(out_dir)
     write_json(out / COMPARE_FILE, comparison.to_dict())
     rec_a, rec_b = load_run_records(comparison.run_a), load_run_records(comparison.run_b)
     name_a, name_b = _label(comparison.run_a), _label(comparison.run_b)
@@ -179,7 +191,6 @@ def write_comparison(comparison: Comparison, out_dir: str | Path) -> list[Path]:
                 g["confidence"].to_numpy(np.float64), g["correct"].to_numpy(bool), n_bins=comparison.n_bins)
     fig = plot_reliability_grid(diagrams, out / GRID_FILE, ncols=2)
     fig.clear()
-    return [out / COMPARE_FILE, out / GRID_FILE]
 
 
 def _label(run: str) -> str:

@@ -117,10 +117,10 @@ def _exchange(a: Path, b: Path) -> bool:
 
 
 def _is_replaceable(out: Path) -> bool:
-    """An existing ``--out`` may be replaced only if it is empty or a calibench run folder."""
+    """An existing ``--out`` may be replaced only if it is empty or a calibench run (or compare) folder."""
     if not any(out.iterdir()):
         return True
-    return any((out / n).is_file() for n in (MANIFEST_FILE, "records.parquet", "config.json"))
+    return any((out / n).is_file() for n in (MANIFEST_FILE, "records.parquet", "config.json", "compare.json"))
 
 
 def clean_stale(out: Path) -> None:
