@@ -7,6 +7,7 @@ and the findings need, ``StudyData.delta`` runs (and caches per instance) paired
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ import pandas as pd
 
 from calibench.errors import CalibenchError
 from calibench.study.config import DEFAULT_REPORT_METRICS
+from calibench.study.exposure import by_exposure
 from calibench.study.findings import EvalUnit
 from calibench.study.store import Store
 
@@ -70,6 +72,33 @@ class StudyData:
             except CalibenchError:
                 self._deltas[ck] = None
         return self._deltas[ck]
+
+
+def bucket_metrics(data: StudyData, unit: EvalUnit, metrics: Sequence[str]) -> pd.DataFrame:
+    """One row per method x exposure bucket (often | rare | never, read from the item ids) of one unit:
+    ``n`` and each metric (NaN where a metric is undefined on those records, e.g. SCE without a
+    probability vector). Empty for a task whose item ids carry no bucket."""
+    from calibench.metrics import get_spec
+
+    rec = data.records(unit.key)
+    n_bins = int(data.settings.get("n_bins", 10))
+    first = rec["probs"].iloc[0] if "probs" in rec.columns and len(rec) else None
+    has_probs = first is not None and not isinstance(first, float) and len(first) > 1
+    usable = [m for m in metrics if has_probs or "probs" not in get_spec(m).columns]
+    try:
+        out = by_exposure(rec, usable, n_bins=n_bins)
+    except CalibenchError:        # one metric undefined on these records: compute the others one by one
+        out = by_exposure(rec, (), n_bins=n_bins)
+        for metric in usable:
+            try:
+                part = by_exposure(rec, (metric,), n_bins=n_bins)
+            except CalibenchError:
+                continue
+            out = out.merge(part[["method", "bucket", metric]], on=["method", "bucket"], how="left")
+    for metric in metrics:
+        if metric not in out.columns:
+            out[metric] = float("nan")
+    return out[["method", "bucket", "n", *metrics]]
 
 
 def load_study_data(study_dir: str | Path) -> StudyData:
