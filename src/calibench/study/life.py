@@ -58,7 +58,7 @@ def _revisions(units: list[EvalUnit]) -> dict[str, list[EvalUnit]]:
 
 def spine(units: list[EvalUnit]) -> list[LifeStep]:
     """The lifecycle axis: root checkpoints, the deepest ``base:`` chain's revisions, then every model
-    tuned from the chain's last link (as branches). Empty when no model has two or more life points."""
+    tuned from the chain's last link (as branches). Empty when that gives fewer than two points."""
     revs = _revisions(units)
     labels = {m: us[0].labels for m, us in revs.items()}
     children: dict[str, list[str]] = {}

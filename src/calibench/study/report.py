@@ -60,6 +60,8 @@ FIGURE_NEEDS = {"scale": "needs models of two or more different declared sizes (
                 "dynamics": "needs one model evaluated at two or more checkpoints (revisions: [stepN, ...])",
                 "alignment": "needs an aligned model (stage: sft, rl or dpo) with epoch checkpoints or RL/DPO "
                              "output"}
+# How a verdict reads in the report ("not tested" is a claim the study cannot test: no valid cell).
+VERDICT_LABEL = {NOT_TESTED: "not testable"}
 _BADGE = {AGREE: "agree", DISAGREE: "disagree", INCONCLUSIVE: "inconclusive", MIXED: "mixed",
           NOT_TESTED: "untested"}
 
@@ -294,7 +296,8 @@ def findings_rows(findings: list[Finding]) -> list[dict[str, Any]]:
                         "inconclusive": c[INCONCLUSIVE], "b": ex.pair.b.name, "a": ex.pair.a.name,
                         "task": ex.pair.b.task, "method": ex.method, "metric": f.claim.metric,
                         "delta": fmt_num(ex.delta), "low": fmt_num(ex.low), "high": fmt_num(ex.high)}
-        rows.append({"claim": f.claim, "verdict": f.verdict, "badge": _BADGE.get(f.verdict, "untested"),
+        rows.append({"claim": f.claim, "verdict": VERDICT_LABEL.get(f.verdict, f.verdict),
+                     "badge": _BADGE.get(f.verdict, "untested"),
                      "evidence": evidence, "reason": f.reason, "effect": _effect(f),
                      "metric": f.claim.metric, "method": f.claim.method or "every method",
                      "invalid": list(f.invalid)})
@@ -302,13 +305,14 @@ def findings_rows(findings: list[Finding]) -> list[dict[str, Any]]:
 
 
 _SAY = {AGREE: "The numbers agree with", DISAGREE: "The numbers contradict",
-        MIXED: "Mixed evidence on", INCONCLUSIVE: "No decision on"}
+        MIXED: "Mixed (significant cells on both sides):", INCONCLUSIVE: "Inconclusive on"}
 
 
 def summary(data: StudyData, findings: list[Finding], valid: Validity) -> dict[str, Any]:
     """The plain-language summary: one sentence per claim (computed from its verdict and effect) and the
     caveats that bound what the study can say (simulation, toy models, synthetic world, n, validity)."""
-    counts = {v: sum(f.verdict == v for f in findings) for v in dict.fromkeys(f.verdict for f in findings)}
+    counts = {VERDICT_LABEL.get(v, v): sum(f.verdict == v for f in findings)
+              for v in dict.fromkeys(f.verdict for f in findings)}
     lines = []
     for f in findings:
         c = f.claim
@@ -334,7 +338,7 @@ def summary(data: StudyData, findings: list[Finding], valid: Validity) -> dict[s
         caveats.append(f"Toy models{size} trained from scratch on a synthetic world of invented people "
                        "(calibench.world): the papers studied models of 10^8 to 10^11 parameters trained on web "
                        "text, so agreement here shows the effect can arise, not that it holds at scale.")
-    elif params and max(params) < 1e9:
+    elif params and max(params) < 1e9 and not data.synthetic:
         caveats.append(f"Small models: the largest declares {count_label(max(params))} parameters.")
     m = data.metrics
     if len(m):
