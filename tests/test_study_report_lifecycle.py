@@ -223,6 +223,7 @@ def test_exposure_table_per_bucket_and_pooled(rendered: tuple[str, dict]) -> Non
         assert int(n) == int(want["n"]) == ITEMS // 3
         values = re.findall(r"<td>([^<]*)", cells)
         assert values == [fmt_num(want[m]) for m in ("accuracy", "ece", "sce", "brier")]
+        assert cells.count("<span class=ci>[") == 4          # each with its bootstrap CI over the bucket
     m = facts["metrics"]
     pooled_ece = m[(m["key"] == unit.key) & (m["method"] == "choice") & (m["metric"] == "ece")].iloc[0]
     assert int(rows[3][1]) == ITEMS
@@ -238,11 +239,16 @@ def test_bucket_metrics_leave_undefined_metrics_empty(study_dir: Path) -> None:
         rec["probs"] = None                       # a method without a probability vector: no SCE, no Brier
         data._records[u.key] = rec
         table = bucket_metrics(data, u, ("accuracy", "ece", "sce"))
+        with_ci = bucket_metrics(data, data.units[1], ("accuracy", "ece"), n_resamples=200)
     finally:
         data.store.close()
     assert list(table.columns) == ["method", "bucket", "n", "accuracy", "ece", "sce"]
     assert table["sce"].isna().all() and table["ece"].notna().all()
     assert sorted(set(table["bucket"])) == sorted(BUCKETS)
+    assert list(with_ci.columns)[-4:] == ["accuracy_low", "accuracy_high", "ece_low", "ece_high"]
+    for metric in ("accuracy", "ece"):      # the interval brackets the bucket's estimate and has width
+        assert (with_ci[f"{metric}_low"] <= with_ci[metric]).all() and (with_ci[metric] <= with_ci[f"{metric}_high"]).all()
+        assert (with_ci[f"{metric}_high"] - with_ci[f"{metric}_low"] > 0.01).all()
 
 
 def test_study_strings_are_escaped_in_the_new_sections(study_dir: Path) -> None:

@@ -365,17 +365,19 @@ def summary(data: StudyData, findings: list[Finding], valid: Validity) -> dict[s
 
 def exposure_tables(data: StudyData, valid: Validity = _no_gate) -> list[dict[str, Any]]:
     """Per task whose item ids carry an exposure bucket: every shown metric per life row x method x bucket
-    (often | rare | never, point estimates) and pooled (the stored estimate with its 95% CI)."""
+    (often | rare | never) with a 95% bootstrap CI over the bucket's items, and pooled (the stored
+    estimate with its 95% CI)."""
     out = []
     metrics = list(data.shown_metrics)
     m = data.metrics
+    resamples = int(data.settings.get("bootstrap", 0) or 0) or 200
     for task in dict.fromkeys(u.task for u in data.units):
         rows = []
         for step in life_rows(data.units):
             u = unit_of(data.units, step, task)
             if u is None:
                 continue
-            table = bucket_metrics(data, u, metrics)
+            table = bucket_metrics(data, u, metrics, n_resamples=resamples)
             if not len(table):
                 continue
             for method in u.methods:
@@ -390,7 +392,7 @@ def exposure_tables(data: StudyData, valid: Validity = _no_gate) -> list[dict[st
                         r = b.iloc[0]
                         rows.append({"unit": step.row if first else "", "method": method if first else "",
                                      "bucket": bucket, "n": int(r["n"]), "pooled": False, "valid": ok, "why": why,
-                                     "cells": [{"est": fmt_num(r[k]), "low": None, "high": None}
+                                     "cells": [fmt_ci(r[k], r[f"{k}_low"], r[f"{k}_high"])
                                                if math.isfinite(float(r[k])) else None for k in metrics]})
                         first = False
                 stored = m[(m["key"] == u.key) & (m["method"] == method)]

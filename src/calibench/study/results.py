@@ -74,10 +74,12 @@ class StudyData:
         return self._deltas[ck]
 
 
-def bucket_metrics(data: StudyData, unit: EvalUnit, metrics: Sequence[str]) -> pd.DataFrame:
+def bucket_metrics(data: StudyData, unit: EvalUnit, metrics: Sequence[str], *,
+                   n_resamples: int = 0) -> pd.DataFrame:
     """One row per method x exposure bucket (often | rare | never, read from the item ids) of one unit:
     ``n`` and each metric (NaN where a metric is undefined on those records, e.g. SCE without a
-    probability vector). Empty for a task whose item ids carry no bucket."""
+    probability vector); with ``n_resamples``, also ``METRIC_low``/``METRIC_high``, the 95% bootstrap CI
+    over the bucket's items (the study's seed). Empty for a task whose item ids carry no bucket."""
     from calibench.metrics import get_spec
 
     rec = data.records(unit.key)
@@ -98,7 +100,42 @@ def bucket_metrics(data: StudyData, unit: EvalUnit, metrics: Sequence[str]) -> p
     for metric in metrics:
         if metric not in out.columns:
             out[metric] = float("nan")
-    return out[["method", "bucket", "n", *metrics]]
+    columns = ["method", "bucket", "n", *metrics]
+    if n_resamples:
+        bounds = _bucket_cis(rec, out, usable, n_resamples, int(data.settings.get("seed", 0)), n_bins)
+        out = pd.concat([out.reset_index(drop=True), bounds], axis=1)
+        columns += [f"{m}_{side}" for m in metrics for side in ("low", "high")]
+        for c in columns:
+            if c not in out.columns:
+                out[c] = float("nan")
+    return out[columns]
+
+
+def _bucket_cis(rec: pd.DataFrame, table: pd.DataFrame, metrics: Sequence[str], n_resamples: int, seed: int,
+                n_bins: int) -> pd.DataFrame:
+    """Bootstrap CI bounds of each metric for each (method, bucket) row of ``table``."""
+    import numpy as np
+
+    from calibench.metrics import get_spec
+    from calibench.metrics.bootstrap import bootstrap_ci
+    from calibench.world.derived import bucket_of_id
+
+    buckets = rec["item_id"].map(bucket_of_id)
+    rows = []
+    for method, bucket in zip(table["method"], table["bucket"], strict=True):
+        part = rec[(rec["method"] == method) & (buckets == bucket)]
+        row: dict[str, float] = {}
+        for metric in metrics:
+            cols = get_spec(metric).columns
+            try:
+                args = [np.stack(list(part[c])) if c == "probs" else part[c].to_numpy() for c in cols]
+                kwargs = {"n_bins": n_bins} if "n_bins" in get_spec(metric).options else {}
+                ci = bootstrap_ci(metric, *args, n_resamples=n_resamples, seed=seed, **kwargs)
+                row[f"{metric}_low"], row[f"{metric}_high"] = float(ci.low), float(ci.high)
+            except (CalibenchError, ValueError):
+                row[f"{metric}_low"] = row[f"{metric}_high"] = float("nan")
+        rows.append(row)
+    return pd.DataFrame(rows, index=range(len(rows)))
 
 
 def load_study_data(study_dir: str | Path) -> StudyData:
