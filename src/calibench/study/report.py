@@ -325,8 +325,8 @@ def summary(data: StudyData, findings: list[Finding], valid: Validity) -> dict[s
         what = _SAY.get(f.verdict, f"{f.verdict}:")
         extra = f", {f.n_invalid} cells left out by validity gates" if f.n_invalid else ""
         p = f"Holm-adjusted p = {e['p_holm']}" if e else ""
-        lines.append(f"{what} {c.paper}, \u201c{c.text}\u201d: {stat} = {ci}, {p}, over {len(f.cells)} "
-                     f"cells{extra}.")
+        cells = f"{len(f.cells)} cell" + ("s" if len(f.cells) != 1 else "")
+        lines.append(f"{what} {c.paper}, \u201c{c.text}\u201d: {stat} = {ci}, {p}, over {cells}{extra}.")
     caveats = []
     if data.synthetic:
         caveats.append("Simulated models: these numbers describe a simulation with known calibration curves, "
