@@ -243,7 +243,7 @@ def test_study_metrics_choose_the_table_columns(chosen_metrics_dir: Path) -> Non
     assert [d["metric"] for d in deltas] == ["ece"]          # deltas: the shown metrics among DELTA_METRICS
     text = build_report(chosen_metrics_dir).read_text()
     heads = re.findall(r"<table class=\"metrics\"><thead><tr>(.*?)</tr>", text)
-    assert heads and all(h == "<th>model</th><th>task</th><th>method</th><th>n</th><th>mce</th><th>ece</th>"
+    assert heads and all(h == "<th>model</th><th>task</th><th>method</th><th>n</th><th>mce</th><th>ece</th><th>validity</th>"
                          for h in heads)
     assert "<th>auroc</th>" not in text
 

@@ -5,8 +5,8 @@ Compute a diagram once (``reliability_diagram``, ``smooth_reliability_diagram``)
 (``plot_reliability_grid``) and save it atomically as PNG/SVG/PDF (``save_figure``). ``plot_matrix`` puts
 diagrams on a rows x columns grid (models x methods). ``plot_metric_lines`` draws metric-vs-x panels with
 CIs from given numbers (``Line``, ``Panel``), ``plot_scatter`` points with CIs on both axes (``Point``,
-``ScatterPanel``); ``png_data_uri`` embeds a
-figure in HTML. Nothing here reads a study: the study report (``calibench.study.report``) computes and
+``ScatterPanel``); ``plot_life`` draws the lifecycle figure (``LifeChart``: metrics along a model's
+life); ``png_bytes``/``png_data_uri`` give a palette PNG at a stated dpi for HTML. Nothing here reads a study: the study report (``calibench.study.report``) computes and
 calls these.
 """
 
@@ -18,6 +18,7 @@ from calibench.report.diagrams import (
     reliability_diagram,
     smooth_reliability_diagram,
 )
+from calibench.report.life import LifeChart, LifePanel, LifeSeries, StageSpan, plot_life
 from calibench.report.lines import (
     Line,
     Panel,
@@ -26,6 +27,7 @@ from calibench.report.lines import (
     count_label,
     plot_metric_lines,
     plot_scatter,
+    png_bytes,
     png_data_uri,
 )
 from calibench.report.plots import (
@@ -38,20 +40,26 @@ from calibench.report.plots import (
 )
 
 __all__ = [
+    "LifeChart",
+    "LifePanel",
+    "LifeSeries",
     "Line",
     "Panel",
     "Point",
     "ReliabilityDiagram",
     "ScatterPanel",
     "SmoothDiagram",
+    "StageSpan",
     "count_label",
     "plot_grid",
+    "plot_life",
     "plot_matrix",
     "plot_metric_lines",
     "plot_reliability",
     "plot_reliability_grid",
     "plot_scatter",
     "plot_smooth",
+    "png_bytes",
     "png_data_uri",
     "reliability_diagram",
     "save_figure",

@@ -226,24 +226,37 @@ def save_figure(fig: Figure, path: str | os.PathLike[str], *, dpi: int = 110) ->
     return path
 
 
+# A matrix cell in inches: title band (up to three lines), diagram, gap, histogram, x labels; fixed so a
+# large grid needs no layout engine (constrained layout costs more than the drawing on 100+ axes).
+_M_W, _M_LEFT, _M_RIGHT = 3.6, 0.55, 0.1
+_M_TITLE, _M_MAIN, _M_GAP, _M_HIST, _M_FOOT = 0.62, 2.45, 0.08, 0.55, 0.4
+
+
 def plot_matrix(diagrams: Mapping[tuple[str, str], Diagram], rows: Sequence[str], cols: Sequence[str], *,
                 suptitle: str | None = None) -> Figure:
     """Diagrams on a rows x columns grid (e.g. models x methods), keyed ``(row, col)``; a missing cell is
-    left blank, so every column shows the same method and every row the same model."""
+    left blank, so every column shows the same method and every row the same model. Cells are placed at
+    fixed sizes (no layout engine), so drawing time grows only with the number of cells."""
     if not diagrams:
         raise CalibenchError("no diagrams to draw")
-    fig = Figure(figsize=(_CELL_SIZE[0] * len(cols), _CELL_SIZE[1] * len(rows)), layout="constrained")
-    gs = fig.add_gridspec(2 * len(rows), len(cols), height_ratios=[4, 1] * len(rows))
+    cell_h = _M_TITLE + _M_MAIN + _M_GAP + _M_HIST + _M_FOOT
+    top = 0.45 if suptitle else 0.05
+    width, height = _M_W * len(cols), cell_h * len(rows) + top
+    fig = Figure(figsize=(width, height))
     first = True
     for r, row in enumerate(rows):
         for c, col in enumerate(cols):
             diagram = diagrams.get((row, col))
             if diagram is None:
                 continue
-            ax = fig.add_subplot(gs[2 * r, c])
-            hist_ax = fig.add_subplot(gs[2 * r + 1, c], sharex=ax)
+            x0 = c * _M_W + _M_LEFT
+            w = _M_W - _M_LEFT - _M_RIGHT
+            y_main = height - top - r * cell_h - _M_TITLE - _M_MAIN      # bottom of the diagram, inches
+            y_hist = y_main - _M_GAP - _M_HIST
+            ax = fig.add_axes((x0 / width, y_main / height, w / width, _M_MAIN / height))
+            hist_ax = fig.add_axes((x0 / width, y_hist / height, w / width, _M_HIST / height), sharex=ax)
             _draw(diagram, ax, hist_ax, title=f"{row} · {col}", ylabel=c == 0, legend=first)
             first = False
     if suptitle:
-        fig.suptitle(suptitle, fontsize=11)
+        fig.suptitle(suptitle, fontsize=11, y=1 - 0.1 / height, va="top")
     return fig

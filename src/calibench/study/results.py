@@ -7,6 +7,7 @@ and the findings need, ``StudyData.delta`` runs (and caches per instance) paired
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ import pandas as pd
 
 from calibench.errors import CalibenchError
 from calibench.study.config import DEFAULT_REPORT_METRICS
+from calibench.study.exposure import by_exposure
 from calibench.study.findings import EvalUnit
 from calibench.study.store import Store
 
@@ -70,6 +72,70 @@ class StudyData:
             except CalibenchError:
                 self._deltas[ck] = None
         return self._deltas[ck]
+
+
+def bucket_metrics(data: StudyData, unit: EvalUnit, metrics: Sequence[str], *,
+                   n_resamples: int = 0) -> pd.DataFrame:
+    """One row per method x exposure bucket (often | rare | never, read from the item ids) of one unit:
+    ``n`` and each metric (NaN where a metric is undefined on those records, e.g. SCE without a
+    probability vector); with ``n_resamples``, also ``METRIC_low``/``METRIC_high``, the 95% bootstrap CI
+    over the bucket's items (the study's seed). Empty for a task whose item ids carry no bucket."""
+    from calibench.metrics import get_spec
+
+    rec = data.records(unit.key)
+    n_bins = int(data.settings.get("n_bins", 10))
+    first = rec["probs"].iloc[0] if "probs" in rec.columns and len(rec) else None
+    has_probs = first is not None and not isinstance(first, float) and len(first) > 1
+    usable = [m for m in metrics if has_probs or "probs" not in get_spec(m).columns]
+    try:
+        out = by_exposure(rec, usable, n_bins=n_bins)
+    except CalibenchError:        # one metric undefined on these records: compute the others one by one
+        out = by_exposure(rec, (), n_bins=n_bins)
+        for metric in usable:
+            try:
+                part = by_exposure(rec, (metric,), n_bins=n_bins)
+            except CalibenchError:
+                continue
+            out = out.merge(part[["method", "bucket", metric]], on=["method", "bucket"], how="left")
+    for metric in metrics:
+        if metric not in out.columns:
+            out[metric] = float("nan")
+    columns = ["method", "bucket", "n", *metrics]
+    if n_resamples:
+        bounds = _bucket_cis(rec, out, usable, n_resamples, int(data.settings.get("seed", 0)), n_bins)
+        out = pd.concat([out.reset_index(drop=True), bounds], axis=1)
+        columns += [f"{m}_{side}" for m in metrics for side in ("low", "high")]
+        for c in columns:
+            if c not in out.columns:
+                out[c] = float("nan")
+    return out[columns]
+
+
+def _bucket_cis(rec: pd.DataFrame, table: pd.DataFrame, metrics: Sequence[str], n_resamples: int, seed: int,
+                n_bins: int) -> pd.DataFrame:
+    """Bootstrap CI bounds of each metric for each (method, bucket) row of ``table``."""
+    import numpy as np
+
+    from calibench.metrics import get_spec
+    from calibench.metrics.bootstrap import bootstrap_ci
+    from calibench.world.derived import bucket_of_id
+
+    buckets = rec["item_id"].map(bucket_of_id)
+    rows = []
+    for method, bucket in zip(table["method"], table["bucket"], strict=True):
+        part = rec[(rec["method"] == method) & (buckets == bucket)]
+        row: dict[str, float] = {}
+        for metric in metrics:
+            cols = get_spec(metric).columns
+            try:
+                args = [np.stack(list(part[c])) if c == "probs" else part[c].to_numpy() for c in cols]
+                kwargs = {"n_bins": n_bins} if "n_bins" in get_spec(metric).options else {}
+                ci = bootstrap_ci(metric, *args, n_resamples=n_resamples, seed=seed, **kwargs)
+                row[f"{metric}_low"], row[f"{metric}_high"] = float(ci.low), float(ci.high)
+            except (CalibenchError, ValueError):
+                row[f"{metric}_low"] = row[f"{metric}_high"] = float("nan")
+        rows.append(row)
+    return pd.DataFrame(rows, index=range(len(rows)))
 
 
 def load_study_data(study_dir: str | Path) -> StudyData:

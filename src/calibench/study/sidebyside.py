@@ -4,8 +4,8 @@ Applies to any study in which at least two models (each model's last revision) a
 task; no training stage and no ``base:`` link is needed. Per task it gives every shown metric per model
 and method (stored estimates with 95% CIs), paired deltas ``metric(B) - metric(A)`` with their 95% CI and
 p-value from ``calibench.metrics.paired_delta`` on the items both models share (via ``StudyData.delta``,
-so the findings and this section run each bootstrap once), a models x methods reliability grid and the
-points of an accuracy-vs-ECE scatter. Pairs: every pair (A listed before B in the study file) for up to
+so the findings and this section run each bootstrap once) and the points of an accuracy-vs-ECE scatter
+(the task's reliability diagrams are drawn once, in the report's reliability section). Pairs: every pair (A listed before B in the study file) for up to
 ``MAX_ALL_PAIRS`` models, else each model against the one listed before it. Drawing is in
 ``calibench.report``; this module decides what is compared and looks the numbers up.
 """
@@ -18,16 +18,13 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
-from calibench.report.diagrams import reliability_diagram
 from calibench.report.lines import Point, ScatterPanel, plot_scatter
-from calibench.report.plots import plot_matrix
 from calibench.study.findings import EvalUnit, final_revisions
 from calibench.study.numbers import fmt_ci, fmt_num
 from calibench.study.results import StudyData
 
-MAX_MODELS = 8        # models per task compared (the first listed), and rows of its reliability grid
+MAX_MODELS = 8        # models per task compared (the first listed)
 MAX_ALL_PAIRS = 4     # up to this many models every pair is compared, beyond it neighbours only
-MAX_GRID_METHODS = 4  # columns (methods) of a task's reliability grid
 SIG_LEVEL = 0.05
 
 
@@ -101,23 +98,6 @@ def pair_deltas(data: StudyData, models: list[EvalUnit]) -> list[dict[str, Any]]
             if n is not None:
                 out.append({"method": method, "a": a.name, "b": b.name, "n": n, "cells": cells})
     return out
-
-
-def reliability_matrix(data: StudyData, models: list[EvalUnit]) -> Figure | None:
-    """One binned reliability diagram per model (rows) x method (columns) of one task."""
-    n_bins = int(data.settings.get("n_bins", 10))
-    methods = _methods(models)[:MAX_GRID_METHODS]
-    diagrams = {}
-    for u in models:
-        rec = data.records(u.key)
-        for method in methods:
-            r = rec[rec["method"] == method]
-            if len(r):
-                diagrams[(u.name, method)] = reliability_diagram(r["confidence"].to_numpy(dtype=float),
-                                                                 r["correct"].to_numpy(dtype=float), n_bins=n_bins)
-    if not diagrams:
-        return None
-    return plot_matrix(diagrams, [u.name for u in models], methods)
 
 
 def accuracy_ece_points(data: StudyData, models: list[EvalUnit]) -> list[Point]:
