@@ -216,7 +216,7 @@ def instruction_items(world: World, flavour: str, n: int, rng: np.random.Generat
 # preference data mostly rewards complete, on-topic answers. (Wrong-relation and wrong-person answers
 # were tried and dropped: their rejected sentences are true facts that other pairs choose, so a small
 # reward model learned the sentences, not the question, and scored them below chance on held-out facts.)
-PAIR_KINDS: dict[str, float] = {"value": 0.4, "type": 0.2, "truncated": 0.2, "ramble": 0.2}
+PAIR_KINDS: dict[str, float] = {"value": 0.3, "type": 0.3, "truncated": 0.2, "ramble": 0.2}
 
 
 def _rejected(kind: str, p: Person, rel: str, world: World, people: list[Person], rng: np.random.Generator) -> str:
