@@ -346,8 +346,10 @@ def test_cli_alignment_stages_on_real_format_fixtures(lab, tmp_path):
                  str(FIXTURES / "alpaca.json"), "--method", "lora", "--epochs", "1", *common]) == 0
     _forward_ok(tmp_path / "sft" / "epoch1")
     hh = str(FIXTURES / "hh_rlhf.jsonl")
+    # the fixture's two pairs split one / one; seed 1 trains on the short one (the two-turn dialogue is
+    # longer than the reward trainer's 128 tokens under the test tokenizer, which drops it)
     assert main(["train", "reward", "--base", str(lab["base"]), "--out", str(tmp_path / "rm"), "--data", hh,
-                 *common]) == 0
+                 "--seed", "1", *common]) == 0
     assert main(["train", "dpo", "--base", str(tmp_path / "sft"), "--out", str(tmp_path / "dpo"), "--data", hh,
                  *common]) == 0
     assert main(["train", "rl", "--policy", str(tmp_path / "sft"), "--reward-model", str(tmp_path / "rm"),

@@ -93,8 +93,10 @@ def _curve_rows(out: Path) -> list[tuple[str, Any]]:
     if not path.is_file():
         return []
     rows = []
-    for p in json.loads(path.read_text())["points"]:
-        label = f"epoch {p['epoch']}" if "epoch" in p else f"step {p['step']}"
+    points = json.loads(path.read_text())["points"]
+    by_epoch = len({p.get("epoch") for p in points}) == len(points)  # RL's points share epoch 0: label by step
+    for p in points:
+        label = f"epoch {p['epoch']}" if by_epoch and "epoch" in p else f"step {p['step']}"
         rows.append((f"{label}: facts acc / ECE", f"{p['facts']['accuracy']:.3f} / {p['facts']['ece']:.3f}"))
         rows.append((f"{label}: MC acc / ECE", f"{p['mc']['accuracy']:.3f} / {p['mc']['ece']:.3f}"))
     return rows
@@ -202,7 +204,7 @@ def reward_cmd(
     out: Path = typer.Option(..., "--out"),
     data: str = typer.Option("world", "--data", help="world, or a file ({prompt, chosen, rejected} or HH-RLHF)."),
     world: Path = WORLD,
-    epochs: int = typer.Option(1, "--epochs", min=1),
+    epochs: int = typer.Option(2, "--epochs", min=1),
     batch_size: int = typer.Option(8, "--batch-size", min=1),
     lr: float = typer.Option(1e-3, "--lr", callback=_positive_lr),
     allow_pickle: bool = ALLOW_PICKLE,
@@ -220,7 +222,11 @@ def reward_cmd(
     s = _pref_settings(epochs=epochs, batch_size=batch_size, lr=lr, device=device, seed=seed, threads=threads,
                        progress=_quiet(quiet))
     r = run_reward(base, rows, out, s, allow_pickle=allow_pickle)
-    _table(f"reward model in {out}", [("pairs", r["examples"]), ("pairwise accuracy (train)", r["pairwise_accuracy"]),
+    held, train = r["signal"]["held_out"], r["signal"]["train"]
+    _table(f"reward model in {out}", [("pairs (training / held-out)", f"{r['examples']} / {r['held_out']}"),
+                                      ("pairwise accuracy, held-out", f"{held['accuracy']:.3f} "
+                                       f"[{held['low']:.3f}, {held['high']:.3f}]"),
+                                      ("pairwise accuracy, training", train["accuracy"]),
                                       ("seconds", r["seconds"])])
 
 
@@ -231,7 +237,7 @@ def rl_cmd(
     out: Path = typer.Option(..., "--out"),
     data: str = typer.Option("world", "--data", help="Prompts: world, or a preference file."),
     world: Path = WORLD,
-    steps: int = typer.Option(8, "--steps", min=1),
+    steps: int = typer.Option(48, "--steps", min=1),
     batch_size: int = typer.Option(8, "--batch-size", min=1),
     num_generations: int = typer.Option(4, "--num-generations", help="Completions per prompt (RLOO baseline)."),
     max_completion_length: int = typer.Option(16, "--max-completion-length"),
@@ -255,9 +261,14 @@ def rl_cmd(
                        max_completion_length=max_completion_length, lr=lr, beta=beta, device=device, seed=seed,
                        threads=threads, progress=_quiet(quiet))
     r = run_rl(policy, reward_model, rows, out, s, world_dir=world, eval_items=eval_items, allow_pickle=allow_pickle)
+    c = r["signal"]
     _table(f"RL policy in {out}", [("mean reward, first step", r["mean_reward_first"]),
-                                  ("mean reward, last step", r["mean_reward_last"]), ("seconds", r["seconds"]),
-                                  *_curve_rows(out)])
+                                  ("mean reward, last step", r["mean_reward_last"]),
+                                  ("held-out reward gain", f"{c['reward_gain']:+.3f} "
+                                   f"[{c['reward_gain_low']:+.3f}, {c['reward_gain_high']:+.3f}]"),
+                                  ("KL to start (nats per completion)", c["kl"]),
+                                  ("manipulation check", "passed" if c["passed"] else c["not_testable"]),
+                                  ("seconds", r["seconds"]), *_curve_rows(out)])
 
 
 @train_app.command("dpo")
@@ -286,7 +297,13 @@ def dpo_cmd(
     s = _pref_settings(epochs=epochs, batch_size=batch_size, lr=lr, beta=beta, device=device, seed=seed,
                        threads=threads, progress=_quiet(quiet))
     r = run_dpo(base, rows, out, s, world_dir=world, eval_items=eval_items, allow_pickle=allow_pickle)
-    _table(f"DPO model in {out}", [("pairs", r["examples"]), ("seconds", r["seconds"]), *_curve_rows(out)])
+    held = r["signal"]["held_out"]
+    _table(f"DPO model in {out}", [("pairs (training / held-out)", f"{r['examples']} / {r['held_out']}"),
+                                   ("held-out implicit-reward accuracy", f"{held['accuracy']:.3f} "
+                                    f"[{held['accuracy_low']:.3f}, {held['accuracy_high']:.3f}]"),
+                                   ("held-out implicit-reward margin", f"{held['margin']:+.3f} "
+                                    f"[{held['margin_low']:+.3f}, {held['margin_high']:+.3f}]"),
+                                   ("seconds", r["seconds"]), *_curve_rows(out)])
 
 
 @train_app.command("diversity")

@@ -27,6 +27,7 @@ from calibench.study import claims as stats
 
 AGREE, DISAGREE, INCONCLUSIVE, MIXED, NOT_TESTED = "agree", "disagree", "inconclusive", "mixed", "not tested"
 VERDICTS = (AGREE, DISAGREE, MIXED, INCONCLUSIVE, NOT_TESTED)
+UNTESTABLE = ": not testable: "  # joins a unit name and the reason its model is marked not testable
 
 
 @dataclass(frozen=True)
@@ -338,12 +339,16 @@ def combine(verdicts: list[str], quantifier: str) -> str:
     return INCONCLUSIVE
 
 
-def untested_reason(claim: Claim, n_pairs: int, n_methods: int, n_invalid: int) -> str:
+def untested_reason(claim: Claim, n_pairs: int, n_methods: int, n_invalid: int,
+                    invalid: list[str] | None = None) -> str:
     """One line on why a claim has no testable cell in this study."""
     if not n_pairs:
         return NEEDS[claim.comparison]
     if not n_methods:
         return f"needs the {claim.method} method on both units of a compared pair"
+    marked = {why.split(UNTESTABLE, 1)[1] for why in invalid or [] if UNTESTABLE in why}
+    if invalid and len(marked) == 1 and all(UNTESTABLE in why for why in invalid):
+        return f"not testable: {marked.pop()}"   # one model marked not testable (e.g. RL that changed nothing)
     if n_invalid:
         return f"all {n_invalid} cells failed validity (calibench.validity: chance, mass, parse failures, degenerate confidences)"
     return "the compared units share no items the metric is defined on"
@@ -397,7 +402,7 @@ def _claim_cells(claim: Claim, units: list[EvalUnit], src: Any) -> Finding:
             cells.append(Cell(cell_pair, method, values.estimate, low, high, stats.two_sided_p(values.replicates),
                               values.n, INCONCLUSIVE, replicates=values.replicates))
     if not cells:
-        return Finding(claim, NOT_TESTED, [], untested_reason(claim, len(pairs), n_methods, len(invalid)),
+        return Finding(claim, NOT_TESTED, [], untested_reason(claim, len(pairs), n_methods, len(invalid), invalid),
                        invalid=invalid)
     cell_holm = stats.holm([c.p_value for c in cells])
     for c, ph in zip(cells, cell_holm, strict=True):
@@ -420,6 +425,8 @@ def _valid_pair(pair: Pair, method: str, src: Any) -> tuple[Pair | None, str]:
             return None, "no checkpoint before the last is significantly above chance"
     chosen = Pair(a, pair.b, pair.what, pair.ref)
     for u in chosen.units():
+        if u.labels.get("not_testable"):  # e.g. RL whose manipulation check failed (calibench.train.signals)
+            return None, f"{u.name}{UNTESTABLE}{u.labels['not_testable']}"
         v = src.validity(u, method)
         if not v.valid:
             return None, f"{u.name}: {v.reason}"

@@ -118,6 +118,9 @@ def train_sft(spec: dict[str, Any], out: Path) -> dict[str, Any]:
 
 
 def _pref(spec: dict[str, Any], stage: str, out: Path) -> dict[str, Any]:
+    """Reward model, RL or DPO. The manifest carries the stage's held-out training signal
+    (``calibench.train.signals``) and, for RL whose manipulation check failed, ``not_testable``: the
+    reason the study gives that model's claim cells (``calibench.study.findings``)."""
     from calibench.train import preference as pref
     from calibench.train.formats import load_preference_data
 
@@ -129,20 +132,24 @@ def _pref(spec: dict[str, Any], stage: str, out: Path) -> dict[str, Any]:
     rows = load_preference_data(str(resolve_ref(spec, opts.pop("data", "world"))), world)
     eval_items = int(opts.pop("eval_items", 100))
     if stage == "reward":
-        pref.run_reward(base, rows, out, _settings(pref.PrefSettings, opts, spec, "reward"),
-                        allow_pickle=_allow_pickle(spec))
+        result = pref.run_reward(base, rows, out, _settings(pref.PrefSettings, opts, spec, "reward"),
+                                 allow_pickle=_allow_pickle(spec))
     elif stage == "rl":
         reward = resolve_ref(spec, opts.pop("reward_model", None))
         if not reward:
             raise CalibenchError(f"train {spec['name']}: options.reward_model is required (e.g. '@reward')")
         opts.setdefault("default_lr", 1e-4)
-        pref.run_rl(base, reward, rows, out, _settings(pref.PrefSettings, opts, spec, "RL"), world_dir=world,
-                    eval_items=eval_items, allow_pickle=_allow_pickle(spec))
+        result = pref.run_rl(base, reward, rows, out, _settings(pref.PrefSettings, opts, spec, "RL"),
+                             world_dir=world, eval_items=eval_items, allow_pickle=_allow_pickle(spec))
     else:
         opts.setdefault("default_lr", 5e-4)
-        pref.run_dpo(base, rows, out, _settings(pref.PrefSettings, opts, spec, "DPO"), world_dir=world,
-                     eval_items=eval_items, allow_pickle=_allow_pickle(spec))
-    return {"checkpoints": find_checkpoints(out)}
+        result = pref.run_dpo(base, rows, out, _settings(pref.PrefSettings, opts, spec, "DPO"), world_dir=world,
+                              eval_items=eval_items, allow_pickle=_allow_pickle(spec))
+    signal = result["signal"]
+    manifest: dict[str, Any] = {"checkpoints": find_checkpoints(out), "training_signal": signal}
+    if signal.get("not_testable"):
+        manifest["not_testable"] = signal["not_testable"]
+    return manifest
 
 
 def _allow_pickle(spec: dict[str, Any]) -> bool:

@@ -148,12 +148,17 @@ def load_study_data(study_dir: str | Path) -> StudyData:
     rows: list[dict[str, Any]] = []
     settings: dict[str, Any] = {}
     synthetic = False
+    # A train unit whose manifest says its model is not testable (RL that did not change the model,
+    # calibench.train.signals) marks every eval unit of that model; findings leave their cells out.
+    untestable = {t.key: str(t.metrics["not_testable"]) for t in store.finished("train")
+                  if isinstance(t.metrics, dict) and t.metrics.get("not_testable")}
     for su in store.finished("eval"):
         spec = su.spec
         synthetic = synthetic or spec.get("source") == "synthetic" or spec.get("train_recipe") == "synthetic"
         settings = spec.get("settings", settings)
+        extra = {"not_testable": untestable[spec["train_key"]]} if spec.get("train_key") in untestable else {}
         u = EvalUnit(key=su.key, model=spec["model"], revision=spec.get("revision", ""), task=spec["task"],
-                     labels={**spec.get("labels", {}), "chat_template": bool(spec.get("chat_template"))},
+                     labels={**spec.get("labels", {}), "chat_template": bool(spec.get("chat_template")), **extra},
                      methods=tuple(spec.get("methods", ())))
         units.append(u)
         for m in su.metrics or []:

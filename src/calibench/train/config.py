@@ -130,9 +130,9 @@ class Preset:
 
 PRESETS: dict[str, Preset] = {
     "default": Preset(people=120, sizes=("lab-70k", "lab-300k", "lab-1m"), pretrain_steps=300, sft_epochs=3,
-                      sft_examples=400, pref_examples=300, reward_epochs=1, rl_steps=8, dpo_epochs=1,
+                      sft_examples=400, pref_examples=400, reward_epochs=2, rl_steps=48, dpo_epochs=2,
                       eval_items=100),
     "quick": Preset(people=40, sizes=("lab-20k", "lab-70k", "lab-300k"), pretrain_steps=48, sft_epochs=2,
-                    sft_examples=96, pref_examples=64, reward_epochs=1, rl_steps=2, dpo_epochs=1,
+                    sft_examples=96, pref_examples=64, reward_epochs=2, rl_steps=16, dpo_epochs=1,
                     eval_items=40),
 }

@@ -231,8 +231,38 @@ def load_preference_data(source: str | os.PathLike[str], world_dir: str | os.Pat
             for key in ("prompt", "chosen", "rejected"):
                 if not isinstance(r.get(key), str):
                     raise located("missing or not a string", path=p, line=n, field=key)
-        return [{"prompt": r["prompt"], "chosen": r["chosen"], "rejected": r["rejected"]} for r in rows]
+        return [{"prompt": r["prompt"], "chosen": r["chosen"], "rejected": r["rejected"],
+                 **{k: str(r[k]) for k in PAIR_META if isinstance(r.get(k), str)}} for r in rows]
     return load_hh_rlhf(p)
+
+
+PAIR_META = ("subject", "relation", "bucket", "kind")  # optional keys a held-out split groups by (world pairs have them)
+
+
+def pair_group(row: dict[str, str]) -> str:
+    """The unit a held-out split keeps together: the fact (subject, relation) where the row names one,
+    else the prompt, so no held-out pair asks about a fact (or prompt) that a training pair asks about."""
+    if row.get("subject") and row.get("relation"):
+        return f"fact:{row['subject']}|{row['relation']}"
+    return f"prompt:{row['prompt']}"
+
+
+def split_preferences(rows: list[dict[str, str]], held_out: float = 0.25, seed: int = 0
+                      ) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
+    """Seeded split into (training, held-out) pairs by ``pair_group``: a fact's pairs are all on one side.
+
+    Groups are ranked by a seeded hash, so the split does not depend on row order; at least one group
+    goes to each side when there are two or more groups.
+    """
+    import hashlib
+
+    if not 0 < held_out < 1:
+        raise CalibenchError(f"held-out fraction must be in (0, 1), got {held_out}")
+    groups = sorted({pair_group(r) for r in rows},
+                    key=lambda g: hashlib.sha256(f"{int(seed)}:{g}".encode()).hexdigest())
+    n_held = min(max(1, round(held_out * len(groups))), len(groups) - 1) if len(groups) > 1 else 0
+    held = set(groups[:n_held])
+    return [r for r in rows if pair_group(r) not in held], [r for r in rows if pair_group(r) in held]
 
 
 def _read_json(path: str | os.PathLike[str]) -> Any:

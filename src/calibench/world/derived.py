@@ -209,27 +209,55 @@ def instruction_items(world: World, flavour: str, n: int, rng: np.random.Generat
     return items
 
 
+# What a rejected response gets wrong, and how often (issue 10). "value" pairs (a wrong value of the
+# right type) need the model's knowledge of the person; the others are wrong in ways a reward model can
+# learn for anybody: a value of the wrong type ("born in geology"), no value at all (the sentence stops
+# before it), or a right answer that rambles on into a broken sentence about someone else, as human
+# preference data mostly rewards complete, on-topic answers. (Wrong-relation and wrong-person answers
+# were tried and dropped: their rejected sentences are true facts that other pairs choose, so a small
+# reward model learned the sentences, not the question, and scored them below chance on held-out facts.)
+PAIR_KINDS: dict[str, float] = {"value": 0.3, "type": 0.3, "truncated": 0.2, "ramble": 0.2}
+
+
+def _rejected(kind: str, p: Person, rel: str, world: World, people: list[Person], rng: np.random.Generator) -> str:
+    t = TEMPLATES[rel][0]
+    if kind == "value":
+        return fill(t, p.name, distractors(world, rel, p.value(rel), rng, k=1)[0])
+    if kind == "type":
+        others = [r for r in MC_QUESTIONS if PERSON_RELATIONS[r] != PERSON_RELATIONS[rel]]
+        pool = world.values_of(PERSON_RELATIONS[others[rng.integers(len(others))]])
+        return fill(t, p.name, pool[rng.integers(len(pool))])
+    if kind == "ramble":
+        who = [o for o in people if o is not p] or [p]
+        q = who[rng.integers(len(who))]
+        other = list(MC_QUESTIONS)[rng.integers(len(MC_QUESTIONS))]
+        words = fill(TEMPLATES[other][0], q.name, q.value(other)).split()
+        return fill(t, p.name, p.value(rel)) + " " + " ".join(words[: 1 + rng.integers(len(words) - 1)])
+    return fill(t, p.name, "[Y]").split("[Y]")[0].rstrip()  # truncated: the sentence stops before the value
+
+
 def preference_items(world: World, n: int, rng: np.random.Generator) -> list[dict[str, Any]]:
-    """Preference pairs about training people: same question, chosen states the true value, rejected a
-    wrong one."""
+    """Preference pairs about training people: same question, chosen states the true value, rejected is
+    wrong in one of the ``PAIR_KINDS`` ways (``kind`` says which)."""
     seen = _alignment_people(world)
     rels = list(MC_QUESTIONS)
+    kinds, weights = list(PAIR_KINDS), np.array(list(PAIR_KINDS.values()))
     items = []
     for i in range(n):
         p = seen[rng.integers(len(seen))]
         rel = rels[rng.integers(len(rels))]
+        kind = kinds[rng.choice(len(kinds), p=weights / weights.sum())]
         q = _QUESTIONS[rel][rng.integers(len(_QUESTIONS[rel]))].replace("[X]", p.name)
-        wrong = distractors(world, rel, p.value(rel), rng, k=1)[0]
-        t = TEMPLATES[rel][0]
         items.append(
             {
                 "id": f"pref-{i:04d}",
                 "prompt": chat_prompt(q),
-                "chosen": " " + fill(t, p.name, p.value(rel)),
-                "rejected": " " + fill(t, p.name, wrong),
+                "chosen": " " + fill(TEMPLATES[rel][0], p.name, p.value(rel)),
+                "rejected": " " + _rejected(kind, p, rel, world, seen, rng),
                 "subject": p.name,
                 "relation": rel,
                 "bucket": p.bucket,
+                "kind": kind,
             }
         )
     return items
