@@ -317,8 +317,18 @@ def replicate_all(layout: Layout, n_resamples: int, seed: int, kernels: Sequence
     drawn) is alive, each about ``CHUNK_ITEMS`` draws and its counts.
     """
     n_resamples = check_n_resamples(n_resamples)
-    outs = [np.empty(n_resamples) for _ in kernels]
+    workers = _workers() if n_resamples > chunk_rows(layout.n) else 1
+    from threadpoolctl import threadpool_limits
 
+    # the chunks are the parallel work: BLAS threads inside a kernel's dot products would only wait for
+    # cores the chunk threads hold (10^6 items under load: 457 s with OpenBLAS threads, see performance.md)
+    with threadpool_limits(limits=1, user_api="blas"):
+        return _replicate(layout, n_resamples, seed, kernels, workers)
+
+
+def _replicate(layout: Layout, n_resamples: int, seed: int, kernels: Sequence[Kernel], workers: int
+               ) -> list[np.ndarray]:
+    outs = [np.empty(n_resamples) for _ in kernels]
     local = threading.local()  # one Scratch per thread (this call's threads only)
 
     def evaluate(idx: np.ndarray) -> list[np.ndarray]:
@@ -331,7 +341,6 @@ def replicate_all(layout: Layout, n_resamples: int, seed: int, kernels: Sequence
         for out, v in zip(outs, values, strict=True):
             out[row : row + v.shape[0]] = v
 
-    workers = _workers() if n_resamples > chunk_rows(layout.n) else 1
     if workers == 1:
         row = 0
         for idx in resample_indices(layout.n, n_resamples, seed):
