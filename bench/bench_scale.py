@@ -77,12 +77,16 @@ def run_calibench(inputs: dict[str, tuple[np.ndarray, ...]], resamples: int) -> 
 
 def run_base(inputs: dict[str, tuple[np.ndarray, ...]], resamples: int) -> dict[str, Any]:
     """What the previous ``summarize`` did for one group, on the same arrays."""
+    import inspect
+
     from calibench.metrics import METRICS, bootstrap_ci, metric_function
 
+    # percentile intervals on both sides (code that predates ``ci=`` made only those)
+    options = {"ci": "percentile"} if "ci" in inspect.signature(bootstrap_ci).parameters else {}
     out = {}
     for name, spec in METRICS.items():
         kind = spec.kind if hasattr(spec, "kind") else spec[1]  # old registry: (function, kind)
-        ci = bootstrap_ci(metric_function(name), *inputs[kind], n_resamples=resamples, seed=0)
+        ci = bootstrap_ci(metric_function(name), *inputs[kind], n_resamples=resamples, seed=0, **options)
         out[name] = [ci.estimate, ci.low, ci.high]
     return out
 
