@@ -18,7 +18,8 @@ percentile CIs, each side in its own subprocess pinned to ``--cores`` cores (BLA
   10-bin ECE in numpy and ``relplot.smECE`` per resample (6 of the 12 metrics). It runs
   ``--peer-resamples`` resamples and is extrapolated linearly to ``--resamples`` (marked as such).
 
-Each worker reports the timed wall clock (data generation excluded) and its peak RSS (``ru_maxrss``,
+The 1-, 5- and 15-minute load averages are recorded at the start, before each size and at the end
+(the machine may be shared). Each worker reports the timed wall clock (data generation excluded) and its peak RSS (``ru_maxrss``,
 which includes the input arrays; ``input_rss_mb`` is the RSS before the timed part). Prints one JSON
 document (ratios: base / calibench and peer / calibench, time and RSS) and writes it to ``--out``.
 Sides above ``--base-max`` / ``--peer-max`` are skipped (the previous code needs hours at 10^7).
@@ -170,8 +171,9 @@ def _ratio(a: dict[str, Any], b: dict[str, Any], key: str) -> float | None:
 def bench(sizes: list[int], *, resamples: int, cores: int, base_src: str | None, base_max: int,
           peer_resamples: int, peer_max: int, timeout: float) -> dict[str, Any]:
     results = []
+    load_at_start = os.getloadavg()
     for n in sizes:
-        entry: dict[str, Any] = {"n": n}
+        entry: dict[str, Any] = {"n": n, "load_average": os.getloadavg()}
         ours = spawn("calibench", n, resamples, src=str(REPO_SRC), cores=cores, timeout=timeout)
         entry["calibench"] = ours
         if base_src and n <= base_max:
@@ -202,6 +204,8 @@ def bench(sizes: list[int], *, resamples: int, cores: int, base_src: str | None,
         "options": {"sizes": sizes, "resamples": resamples, "peer_resamples": peer_resamples,
                     "base_src": base_src, "base_max": base_max, "peer_max": peer_max},
         "targets": TARGETS,
+        "load_average_at_start": load_at_start,
+        "load_average_at_end": os.getloadavg(),
         "results": results,
     }
 
