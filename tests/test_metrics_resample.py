@@ -170,3 +170,24 @@ def test_sweep_count_in_batches_equals_testing_one_count_at_a_time(smooth: float
         assert expected > 3 * batch  # several (doubling) batches were needed
     everything = np.ones(n)  # every item correct: the sweep ends at n at once
     assert sweep_count(np.concatenate([[0.0], np.cumsum(everything)]).__getitem__, n) == n
+
+
+def test_blas_runs_on_one_thread_inside_the_chunk_threads(monkeypatch) -> None:
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    def blas_threads() -> list[int]:
+        return [pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"]
+
+    monkeypatch.setattr(resample, "BLAS_THREADED_ABOVE", 0)  # as for any large group
+    seen: list[list[int]] = []
+
+    def kernel(chunk: CountChunk) -> np.ndarray:
+        seen.append(blas_threads())
+        return np.zeros(chunk.rows)
+
+    layout = Layout.identity(50)
+    with threadpool_limits(limits=2, user_api="blas"):
+        outside = blas_threads()
+        replicate_all(layout, 3, 0, [kernel])
+        assert blas_threads() == outside  # restored afterwards
+    assert seen and all(threads == [1] * len(threads) for threads in seen)

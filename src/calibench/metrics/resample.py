@@ -309,6 +309,9 @@ def _workers() -> int:
 
 
 MAX_WORKERS = 4  # most numpy loops release the GIL; chunks are independent, so threads add up
+# OpenBLAS splits a dot product over threads only above 10,000 elements; below that, limiting its threads
+# (2.5 ms per call, threadpoolctl inspects the loaded libraries) would cost more than small inputs take
+BLAS_THREADED_ABOVE = 10_000
 
 
 def replicate_all(layout: Layout, n_resamples: int, seed: int, kernels: Sequence[Kernel]) -> list[np.ndarray]:
@@ -321,6 +324,8 @@ def replicate_all(layout: Layout, n_resamples: int, seed: int, kernels: Sequence
     """
     n_resamples = check_n_resamples(n_resamples)
     workers = _workers() if n_resamples > chunk_rows(layout.n) else 1
+    if layout.n <= BLAS_THREADED_ABOVE:
+        return _replicate(layout, n_resamples, seed, kernels, workers)
     from threadpoolctl import threadpool_limits
 
     # the chunks are the parallel work: BLAS threads inside a kernel's dot products would only wait for
