@@ -1,18 +1,22 @@
 """`calibench metrics` end to end on large records files: wall time and peak RSS, now and before.
 
     .venv/bin/python bench/bench_cli_scale.py [--sizes 1e6,1e7] [--resamples 1000]
-        [--base-src /work/wt/base/src] [--base-size 1e5] [--out bench/results/cli_scale.json]
+        [--base-src /work/wt/base/src] [--base-sizes 1e5] [--no-read] [--out bench/results/cli_scale.json]
 
 What a user runs on a token-level or MMLU-sized run: one records file of N records (one task x method,
 4-class probabilities, seeded), read, validated and summarised with every metric and
 ``--resamples``-resample CIs by the real command line, each run in its own process timed from the
-outside (``/usr/bin/time``-style: wall clock and the child's peak RSS). Sizes of 1e6 and below are
-written as JSONL (the slowest reader path), larger ones as Parquet (what ``calibench eval`` writes).
+outside (GNU time: wall clock, CPU time and the child's peak RSS). Sizes of 1e6 and below are written
+as JSONL (the slowest reader path), larger ones as Parquet (what ``calibench eval`` writes). For each
+size the read alone (``read_records``, its own process) is timed too, unless ``--no-read``, so the
+bootstrap's share is the difference.
 
-The baseline is the same command on the code under ``--base-src`` (the previous implementation), run
-in the same session at ``--base-size`` records, where it finishes in minutes (at 1e6 it took 28 min):
-the ratio is per record and per resample, so it is reported as ``speedup_per_record_resample``.
-Targets (reported, not asserted): 1e6 < 30 s with peak RSS < 2 GB, 1e7 < 300 s, on 2 cores.
+The baseline is the same command on the code under ``--base-src`` (the previous implementation, e.g.
+``git worktree add /work/wt/base <commit> --detach``), run in the same session at each of
+``--base-sizes`` next to this code at the same size (``speedup_same_size``). The environment is the
+caller's (no BLAS thread pinning), as a user's would be. The load average at start and end is recorded:
+the machine may be shared. Targets (reported, not asserted): 1e6 < 30 s with peak RSS < 2 GB, 1e7 < 300 s,
+on 2 cores.
 """
 
 from __future__ import annotations
@@ -78,38 +82,62 @@ def run_cli(src: Path, path: Path, resamples: int, timeout: float) -> dict[str, 
                       if line.startswith("\u2502") and len(cells := line.strip("\u2502 ").split("\u2502")) >= 2}}
 
 
+def run_read(src: Path, path: Path, timeout: float) -> dict[str, Any]:
+    """Time ``read_records(PATH)`` alone in a child process (wall clock and peak RSS)."""
+    env = {**os.environ, "PYTHONPATH": str(src)}
+    cmd = ["/usr/bin/time", "-f", "BENCH %e %U %S %M", sys.executable, "-c",
+           "import sys; from calibench.records import read_records; read_records(sys.argv[1])", str(path)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+    stats = [line.split() for line in proc.stderr.splitlines() if line.startswith("BENCH ")]
+    if proc.returncode != 0 or not stats:
+        return {"error": proc.stderr[-2000:]}
+    wall, user, system, rss_kb = (float(x) for x in stats[-1][1:])
+    return {"seconds": wall, "cpu_seconds": round(user + system, 2), "peak_rss_mb": round(rss_kb / 1024, 1)}
+
+
+def _sizes(text: str) -> list[int]:
+    return [int(float(s)) for s in text.split(",") if s.strip()]
+
+
+def _path(tmp: str, n: int) -> Path:
+    return Path(tmp) / f"r{n}{'.jsonl' if n <= 1_000_000 else '.parquet'}"
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--sizes", default="1e6,1e7")
+    ap.add_argument("--sizes", default="1e6,1e7", help="record counts of this code's runs (comma-separated)")
     ap.add_argument("--resamples", type=int, default=1000)
-    ap.add_argument("--base-src", default=DEFAULT_BASE_SRC)
-    ap.add_argument("--base-size", type=float, default=1e5)
-    ap.add_argument("--timeout", type=float, default=3600.0)
+    ap.add_argument("--base-src", default=DEFAULT_BASE_SRC, help="src folder of the previous code ('' to skip)")
+    ap.add_argument("--base-sizes", default="1e5", help="sizes at which both the previous code and this one run")
+    ap.add_argument("--no-read", action="store_true", help="do not time the read on its own")
+    ap.add_argument("--timeout", type=float, default=3600.0, help="seconds per child process")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
-    sizes = [int(float(s)) for s in args.sizes.split(",") if s.strip()]
+    sizes, base_sizes = _sizes(args.sizes), _sizes(args.base_sizes)
     result: dict[str, Any] = {"bench": "cli_scale", "resamples": args.resamples, "cpus": os.cpu_count(),
                               "load_average_at_start": os.getloadavg(), "python": platform.python_version(),
-                              "runs": {}}
+                              "argv": sys.argv[1:] if argv is None else argv, "runs": {}, "speedup_same_size": {}}
+    base_src = Path(args.base_src) if args.base_src and Path(args.base_src).is_dir() else None
     with tempfile.TemporaryDirectory(prefix="calibench-cli-scale-") as tmp:
-        base_src = Path(args.base_src) if args.base_src and Path(args.base_src).is_dir() else None
-        if base_src is not None:
-            n = int(args.base_size)
-            path = write_records(n, Path(tmp) / f"r{n}.jsonl")
-            result["runs"][f"base@{n}"] = {"n": n, **run_cli(base_src, path, args.resamples, args.timeout)}
-            result["runs"][f"calibench@{n}"] = {"n": n, **run_cli(REPO_SRC, path, args.resamples, args.timeout)}
-            b, c = result["runs"][f"base@{n}"], result["runs"][f"calibench@{n}"]
-            if "error" not in b and "error" not in c:
-                result["speedup_same_size"] = round(b["seconds"] / c["seconds"], 1)
-        for n in sizes:
-            suffix = ".jsonl" if n <= 1_000_000 else ".parquet"
-            path = write_records(n, Path(tmp) / f"r{n}{suffix}")
-            run = {"n": n, "format": suffix[1:], **run_cli(REPO_SRC, path, args.resamples, args.timeout)}
+        for n in sorted(set(sizes) | (set(base_sizes) if base_src is not None else set())):
+            path = write_records(n, _path(tmp, n))
+            fmt = path.suffix[1:]
+            if base_src is not None and n in base_sizes:
+                base = {"n": n, "format": fmt, "load_average": os.getloadavg(),
+                        **run_cli(base_src, path, args.resamples, args.timeout)}
+                result["runs"][f"base@{n}"] = base
+            run = {"n": n, "format": fmt, "load_average": os.getloadavg(),
+                   **run_cli(REPO_SRC, path, args.resamples, args.timeout)}
+            if not args.no_read:
+                run["read_only"] = run_read(REPO_SRC, path, args.timeout)
             target = TARGETS.get(str(n))
             if target and "error" not in run:
                 run["target"] = target
                 run["meets_target"] = all(run[k] < v for k, v in target.items())
             result["runs"][f"calibench@{n}"] = run
+            b = result["runs"].get(f"base@{n}")
+            if b is not None and "error" not in b and "error" not in run:
+                result["speedup_same_size"][str(n)] = round(b["seconds"] / run["seconds"], 1)
             path.unlink()
     result["load_average_at_end"] = os.getloadavg()
     text = json.dumps(result, indent=2)

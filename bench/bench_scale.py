@@ -18,7 +18,8 @@ percentile CIs, each side in its own subprocess pinned to ``--cores`` cores (BLA
   10-bin ECE in numpy and ``relplot.smECE`` per resample (6 of the 12 metrics). It runs
   ``--peer-resamples`` resamples and is extrapolated linearly to ``--resamples`` (marked as such).
 
-Each worker reports the timed wall clock (data generation excluded) and its peak RSS (``ru_maxrss``,
+The 1-, 5- and 15-minute load averages are recorded at the start, before each size and at the end
+(the machine may be shared). Each worker reports the timed wall clock and CPU time (data generation excluded) and its peak RSS (``ru_maxrss``,
 which includes the input arrays; ``input_rss_mb`` is the RSS before the timed part). Prints one JSON
 document (ratios: base / calibench and peer / calibench, time and RSS) and writes it to ``--out``.
 Sides above ``--base-max`` / ``--peer-max`` are skipped (the previous code needs hours at 10^7).
@@ -77,12 +78,16 @@ def run_calibench(inputs: dict[str, tuple[np.ndarray, ...]], resamples: int) -> 
 
 def run_base(inputs: dict[str, tuple[np.ndarray, ...]], resamples: int) -> dict[str, Any]:
     """What the previous ``summarize`` did for one group, on the same arrays."""
+    import inspect
+
     from calibench.metrics import METRICS, bootstrap_ci, metric_function
 
+    # percentile intervals on both sides (code that predates ``ci=`` made only those)
+    options = {"ci": "percentile"} if "ci" in inspect.signature(bootstrap_ci).parameters else {}
     out = {}
     for name, spec in METRICS.items():
         kind = spec.kind if hasattr(spec, "kind") else spec[1]  # old registry: (function, kind)
-        ci = bootstrap_ci(metric_function(name), *inputs[kind], n_resamples=resamples, seed=0)
+        ci = bootstrap_ci(metric_function(name), *inputs[kind], n_resamples=resamples, seed=0, **options)
         out[name] = [ci.estimate, ci.low, ci.high]
     return out
 
@@ -119,14 +124,19 @@ def run_peer(inputs: dict[str, tuple[np.ndarray, ...]], resamples: int) -> dict[
 WORKERS = {"calibench": run_calibench, "base": run_base, "peer": run_peer}
 
 
+def _cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def worker(side: str, n: int, resamples: int) -> dict[str, Any]:
     inputs = make_group(n)
     input_rss = _rss_mb()
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), _cpu_seconds()
     values = WORKERS[side](inputs, resamples)
     seconds = time.perf_counter() - start
-    return {"seconds": seconds, "peak_rss_mb": _rss_mb(), "input_rss_mb": input_rss, "resamples": resamples,
-            "values": values}
+    return {"seconds": seconds, "cpu_seconds": round(_cpu_seconds() - cpu, 2), "peak_rss_mb": _rss_mb(),
+            "input_rss_mb": input_rss, "resamples": resamples, "values": values}
 
 
 # ------------------------------------------------------------------------------------------ driver
@@ -166,8 +176,9 @@ def _ratio(a: dict[str, Any], b: dict[str, Any], key: str) -> float | None:
 def bench(sizes: list[int], *, resamples: int, cores: int, base_src: str | None, base_max: int,
           peer_resamples: int, peer_max: int, timeout: float) -> dict[str, Any]:
     results = []
+    load_at_start = os.getloadavg()
     for n in sizes:
-        entry: dict[str, Any] = {"n": n}
+        entry: dict[str, Any] = {"n": n, "load_average": os.getloadavg()}
         ours = spawn("calibench", n, resamples, src=str(REPO_SRC), cores=cores, timeout=timeout)
         entry["calibench"] = ours
         if base_src and n <= base_max:
@@ -198,6 +209,8 @@ def bench(sizes: list[int], *, resamples: int, cores: int, base_src: str | None,
         "options": {"sizes": sizes, "resamples": resamples, "peer_resamples": peer_resamples,
                     "base_src": base_src, "base_max": base_max, "peer_max": peer_max},
         "targets": TARGETS,
+        "load_average_at_start": load_at_start,
+        "load_average_at_end": os.getloadavg(),
         "results": results,
     }
 

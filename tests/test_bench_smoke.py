@@ -120,6 +120,9 @@ def test_cli_scale_bench_runs_the_real_command_on_both_codes(tmp_path: Path) -> 
     df = read_records(path)
     accuracy = float(run["table"]["accuracy"].split()[0])
     assert accuracy == pytest.approx(df["correct"].mean(), abs=5e-5)
+    read = S.run_read(S.REPO_SRC, path, timeout=300)  # the read alone, in its own process
+    assert "error" not in read, read.get("error")
+    assert read["seconds"] > 0 and read["peak_rss_mb"] > 0
 
 
 def test_methods_cost_runs_every_method_at_toy_size(small_model) -> None:

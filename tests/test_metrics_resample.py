@@ -72,18 +72,24 @@ def test_segment_sums_leave_empty_segments_zero() -> None:
     np.testing.assert_array_equal(keys.sums(), [[1, 0, 2]])  # one row: no offsets
 
 
-@pytest.mark.parametrize("ties", [False, True])
-def test_all_metrics_from_one_stream_equal_the_metric_on_each_resample(ties: bool, monkeypatch) -> None:
+@pytest.mark.parametrize(("ties", "binning"), [(False, "width"), (True, "width"), (False, "mass"), (True, "mass")])
+def test_all_metrics_from_one_stream_equal_the_metric_on_each_resample(ties: bool, binning: str, monkeypatch) -> None:
+    import calibench.metrics.calibration as calibration
+    import calibench.metrics.debiased_replicates as debiased_replicates
+
     monkeypatch.setattr(resample, "CHUNK_ITEMS", 150)  # several chunks of 1-2 resamples each
+    monkeypatch.setattr(calibration, "SWEEP_BATCH", 1)  # the sweep's batches double from 1: 1, 2, 4, ...
+    monkeypatch.setattr(debiased_replicates, "DOT_BINS", 2 if ties else 10**6)  # both ways to sum a bin
     inputs = _group(90, 3, ties=ties)
     layout = Layout.for_top(*inputs["top"])
     from calibench.metrics.bootstrap import metric_kernel
 
     names = list(METRICS)
-    kernels = [metric_kernel(metric_function(name, n_bins=7), inputs[METRICS[name].kind], layout) for name in names]
+    kernels = [metric_kernel(metric_function(name, n_bins=7, binning=binning), inputs[METRICS[name].kind], layout)
+               for name in names]
     got = replicate_all(layout, 9, 4, kernels)
     for name, fast in zip(names, got, strict=True):
-        fn = metric_function(name, n_bins=7)
+        fn = metric_function(name, n_bins=7, binning=binning)
         arrays = inputs[METRICS[name].kind]
         naive = [fn(*(a[i] for a in arrays)) for chunk in resample_indices(90, 9, 4) for i in chunk]
         np.testing.assert_allclose(fast, naive, rtol=0, atol=1e-10 if name == "smooth_ece" else 1e-12, err_msg=name)
@@ -130,3 +136,58 @@ def test_worker_threads_follow_the_cpu_share(monkeypatch) -> None:
     assert resample._workers() == 2
     monkeypatch.delenv("OMP_NUM_THREADS")
     assert resample._workers() == resample.MAX_WORKERS == 4
+
+
+def _sweep_count_one_at_a_time(correct_at, n: int) -> int:
+    """The sweep's bin count as first written: test b = 2, 3, ... one at a time until accuracies fall."""
+    from calibench.metrics.calibration import mass_starts
+
+    wrong = n - int(correct_at(np.array([n]))[0])
+    best = n if int(correct_at(np.array([wrong]))[0]) == 0 else 1
+    for b in range(2, n + 1 if best == 1 else 2):
+        starts = mass_starts(n, b)
+        acc = np.diff(correct_at(starts)) / np.diff(starts)
+        if np.any(np.diff(acc) < 0):
+            break
+        best = b
+    return best
+
+
+@pytest.mark.parametrize("smooth", [0.0, 0.3, 1.0])
+@pytest.mark.parametrize("batch", [1, 3, 32])
+def test_sweep_count_in_batches_equals_testing_one_count_at_a_time(smooth: float, batch: int) -> None:
+    from calibench.metrics.calibration import sweep_count
+
+    n = 997
+    c = np.sort(np.random.default_rng(int(10 * smooth)).random(n))
+    # low-discrepancy outcomes keep equal-mass accuracies rising for many bins; noise ends the sweep early
+    jitter = (np.arange(n) * 0.6180339887) % 1.0 if smooth else np.random.default_rng(1).random(n)
+    y = ((1 - smooth) * np.random.default_rng(2).random(n) + smooth * jitter < c).astype(float)
+    cum = np.concatenate([[0.0], np.cumsum(y)])
+    expected = _sweep_count_one_at_a_time(cum.__getitem__, n)
+    assert sweep_count(cum.__getitem__, n, batch=batch) == expected
+    if smooth == 1.0 and batch < 8:
+        assert expected > 3 * batch  # several (doubling) batches were needed
+    everything = np.ones(n)  # every item correct: the sweep ends at n at once
+    assert sweep_count(np.concatenate([[0.0], np.cumsum(everything)]).__getitem__, n) == n
+
+
+def test_blas_runs_on_one_thread_inside_the_chunk_threads(monkeypatch) -> None:
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    def blas_threads() -> list[int]:
+        return [pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"]
+
+    monkeypatch.setattr(resample, "BLAS_THREADED_ABOVE", 0)  # as for any large group
+    seen: list[list[int]] = []
+
+    def kernel(chunk: CountChunk) -> np.ndarray:
+        seen.append(blas_threads())
+        return np.zeros(chunk.rows)
+
+    layout = Layout.identity(50)
+    with threadpool_limits(limits=2, user_api="blas"):
+        outside = blas_threads()
+        replicate_all(layout, 3, 0, [kernel])
+        assert blas_threads() == outside  # restored afterwards
+    assert seen and all(threads == [1] * len(threads) for threads in seen)

@@ -131,11 +131,43 @@ def debiased_ce(confidence: Any, correct: Any, *, n_bins: int = 10, binning: str
     return float(debiased_from_sums(counts, sum_correct, sum_conf, c.shape[0]))
 
 
-def _mass_starts(n: int, b: int) -> np.ndarray:
+def mass_starts(n: int, b: int) -> np.ndarray:
     """Start positions of ``numpy.array_split(range(n), b)`` and n at the end."""
     q, r = divmod(n, b)
     steps = np.arange(b + 1)
     return steps * q + np.minimum(steps, r)
+
+
+SWEEP_BATCH = 32  # bin counts tested per batch first; the batch doubles while the accuracies stay monotone
+
+
+def sweep_count(correct_at: Callable[[np.ndarray], np.ndarray], n: int, batch: int | None = None) -> int:
+    """The monotonic sweep's bin count from ``correct_at(p)``, the correct count of the first p sorted items.
+
+    Bin counts are tested in batches (``batch``, then doubling): one ``correct_at`` call gives the edges
+    of every count of a batch, so a sweep ending at b costs O(log b) calls instead of b. Each count's
+    accuracies are the same float operations as testing it alone (``np.diff`` within its edges)."""
+    wrong = n - int(correct_at(np.array([n]))[0])
+    if int(correct_at(np.array([wrong]))[0]) == 0:
+        return n  # every wrong item precedes every correct one: every count is monotone
+    batch = SWEEP_BATCH if batch is None else batch
+    lo = 2
+    while lo <= n:
+        counts = np.arange(lo, min(n, lo + batch - 1) + 1)
+        q, r = np.divmod(n, counts)
+        sizes = counts + 1
+        seg = np.repeat(np.arange(counts.size), sizes)  # which count each edge belongs to
+        steps = np.arange(sizes.sum()) - np.repeat(np.cumsum(sizes) - sizes, sizes)
+        starts = steps * q[seg] + np.minimum(steps, r[seg])  # mass_starts of each count, end to end
+        within = seg[1:] == seg[:-1]  # consecutive edges of one count (not the seam between two counts)
+        owner = seg[1:][within]  # the count of each bin accuracy
+        acc = np.diff(correct_at(starts))[within] / np.diff(starts)[within]
+        falls = (np.diff(acc) < 0) & (owner[1:] == owner[:-1])
+        if falls.any():  # the smallest count whose accuracies fall ends the sweep one below it
+            return int(counts[owner[1:][np.argmax(falls)]]) - 1
+        lo = int(counts[-1]) + 1
+        batch *= 2
+    return n
 
 
 def sweep_from(correct_at: Callable[[np.ndarray], np.ndarray], conf_at: Callable[[np.ndarray], np.ndarray],
@@ -143,18 +175,11 @@ def sweep_from(correct_at: Callable[[np.ndarray], np.ndarray], conf_at: Callable
     """Monotonic-sweep ECE and its bin count from cumulative sums over the sorted items:
     ``correct_at(p)``/``conf_at(p)`` are the correct count and confidence sum of the first p items.
 
-    Each tested count costs O(b); when every wrong item precedes every correct one (e.g. all correct)
-    every count is monotone and the sweep ends at n at once, so the cost is O(b^2) only for a b the
-    data actually support."""
-    wrong = n - int(correct_at(np.array([n]))[0])
-    best = n if int(correct_at(np.array([wrong]))[0]) == 0 else 1
-    for b in range(2, n + 1 if best == 1 else 2):
-        starts = _mass_starts(n, b)
-        acc = np.diff(correct_at(starts)) / np.diff(starts)
-        if np.any(np.diff(acc) < 0):
-            break
-        best = b
-    starts = _mass_starts(n, best)
+    The largest b such that every b' <= b equal-mass bins have non-decreasing accuracies
+    (``sweep_count``); when every wrong item precedes every correct one (e.g. all correct) every count
+    is monotone and the sweep ends at n at once."""
+    best = sweep_count(correct_at, n)
+    starts = mass_starts(n, best)
     resid = np.diff(correct_at(starts)) - np.diff(conf_at(starts))
     return float(np.abs(resid).sum() / n), best
 

@@ -4,13 +4,15 @@ Kept apart from :mod:`calibench.metrics.replicates` (the builders of the plug-in
 same way, from a resample's counts per top-label atom (:class:`~calibench.metrics.resample.CountChunk`):
 
 - ``debiased``: equal-width bins are fixed runs of atoms, so per-bin counts and correct counts are
-  differences of the chunk's prefix sums at the bin edges and confidence sums are dot products; the
-  debiased error of every resample row then comes from ``calibration.debiased_from_sums`` at once.
-  Equal-mass bins move with the resample: the builder returns None (the metric runs per resample).
+  differences of the chunk's prefix sums at the bin edges and confidence sums are dot products (the
+  same per-chunk sums as ece/mce/rmsce, ``replicates.width_sums``); the debiased error of every
+  resample row then comes from ``calibration.debiased_from_sums`` at once. Equal-mass bins move with
+  the resample: the builder returns None (the metric runs per resample).
 - ``sweep``: a resample in sorted order is the atoms repeated by their counts, so the correct count
-  and confidence sum of its first p items come from the chunk's prefix sums over atoms (one binary
-  search per bin edge): the sweep costs O(b^2 log atoms) per resample, b the bins it ends with, and
-  nothing is sorted or gathered.
+  of its first p items comes from the chunk's prefix sums over atoms (one binary search per bin edge,
+  the edges of a whole batch of bin counts at once, ``calibration.sweep_count``), and the final bins'
+  confidence sums are dot products over their atoms: O(b^2 log atoms) per resample in O(log b) numpy
+  calls, b the bins it ends with, plus one pass over the atoms; nothing is sorted or gathered.
 """
 
 from __future__ import annotations
@@ -21,9 +23,11 @@ from typing import Any
 import numpy as np
 
 from calibench.metrics._validate import as_n_bins
-from calibench.metrics.binning import assign_bins
-from calibench.metrics.calibration import debiased_from_sums, sweep_from
+from calibench.metrics.calibration import debiased_from_sums, mass_starts, sweep_count
+from calibench.metrics.replicates import width_edges, width_sums
 from calibench.metrics.resample import CountChunk, Kernel, Layout
+
+DOT_BINS = 256  # up to this many final bins, their confidence sums are dot products (no prefix-sum pass)
 
 
 def debiased(inputs: tuple[np.ndarray, ...], options: Mapping[str, Any], layout: Layout) -> Kernel | None:
@@ -32,19 +36,10 @@ def debiased(inputs: tuple[np.ndarray, ...], options: Mapping[str, Any], layout:
     if top is None or options.get("binning", "width") != "width" or set(options) - {"n_bins", "binning"}:
         return None
     n_bins = as_n_bins(options.get("n_bins", 10))
-    bins = assign_bins(top.c, n_bins=n_bins, binning="width")[0]
-    edges = np.searchsorted(bins, np.arange(n_bins + 1), side="left")  # bin b: atoms edges[b]:edges[b + 1]
+    edges = width_edges(top, n_bins)
 
     def kernel(chunk: CountChunk) -> np.ndarray:
-        total, wrong = chunk.prefix("total"), chunk.prefix("wrong")
-        counts = total[:, edges[1:]] - total[:, edges[:-1]]
-        n_correct = counts - (wrong[:, edges[1:]] - wrong[:, edges[:-1]])
-        k = chunk.atoms_f
-        conf = np.zeros((chunk.rows, n_bins))
-        for b in range(n_bins):
-            lo, hi = int(edges[b]), int(edges[b + 1])
-            if hi > lo:
-                conf[:, b] = k[:, lo:hi] @ top.c[lo:hi]
+        counts, n_correct, conf = width_sums(chunk, top, edges)  # shared with ece/mce/rmsce of the chunk
         return debiased_from_sums(counts, n_correct.astype(np.float64), conf, top.n)
 
     return kernel
@@ -59,24 +54,40 @@ def sweep(inputs: tuple[np.ndarray, ...], options: Mapping[str, Any], layout: La
     y = top.y.astype(np.float64)
 
     def kernel(chunk: CountChunk) -> np.ndarray:
-        total = chunk.prefix("total")
-        correct = total - chunk.prefix("wrong")
-        conf = np.zeros((chunk.rows, top.size + 1))
-        np.cumsum(chunk.atoms_f * top.c, axis=1, out=conf[:, 1:])
+        total, wrong = chunk.prefix("total"), chunk.prefix("wrong")
+        k = chunk.atoms_f
         out = np.empty(chunk.rows)
         for r in range(chunk.rows):
-            out[r] = _row_sweep(total[r], correct[r], conf[r], y, top.c, last, n)
+            out[r] = _row_sweep(total[r], wrong[r], k[r], y, top.c, last, n)
         return out
 
     return kernel
 
 
-def _row_sweep(below: np.ndarray, n_correct: np.ndarray, sum_conf: np.ndarray, y: np.ndarray, c: np.ndarray,
-               last: int, n: int) -> float:
-    """One resample's sweep from its prefix sums over atoms (``below``: items before each atom)."""
+def _row_sweep(below: np.ndarray, wrong: np.ndarray, k: np.ndarray, y: np.ndarray, c: np.ndarray, last: int,
+               n: int) -> float:
+    """One resample's sweep from its prefix sums over atoms (``below``/``wrong``: items / wrong items
+    before each atom; ``k``: the atoms' counts). Only the atoms at tested bin edges are read: the
+    bin count comes from ``calibration.sweep_count`` and each final bin's confidence sum is a dot
+    product over its atoms (plus the parts of the atoms it cuts)."""
 
-    def at(p: np.ndarray, prefix: np.ndarray, values: np.ndarray) -> np.ndarray:
-        j = np.minimum(np.searchsorted(below, p, side="right") - 1, last)  # the atom holding position p
-        return prefix[j] + values[j] * (p - below[j])
+    def atom(p: np.ndarray) -> np.ndarray:
+        return np.minimum(np.searchsorted(below, p, side="right") - 1, last)  # the atom holding position p
 
-    return sweep_from(lambda p: at(p, n_correct, y), lambda p: at(p, sum_conf, c), n)[0]
+    def correct_at(p: np.ndarray) -> np.ndarray:
+        j = atom(p)
+        return (below[j] - wrong[j]) + y[j] * (p - below[j])
+
+    best = sweep_count(correct_at, n)
+    starts = mass_starts(n, best)
+    j = atom(starts)
+    cut = c[j] * (starts - below[j])  # confidence of the items of atom j before position p
+    if best <= DOT_BINS:
+        whole = np.array([k[a:b] @ c[a:b] for a, b in zip(j[:-1], j[1:], strict=True)])
+    else:  # many bins: one prefix sum of the confidence mass is cheaper than a dot product per bin
+        mass = np.zeros(k.shape[0] + 1)
+        np.cumsum(k * c, out=mass[1:])
+        whole = mass[j[1:]] - mass[j[:-1]]
+    conf = whole + cut[1:] - cut[:-1]
+    resid = np.diff(correct_at(starts)) - conf
+    return float(np.abs(resid).sum() / n)

@@ -17,7 +17,9 @@ Every vectorised replicate in :mod:`calibench.metrics` is built from pieces that
   (float counts, prefix sums). A metric then costs a few sequential passes over the atoms per resample
   (prefix sums, segment sums, dot products) instead of gathering and re-binning the resampled items.
 - ``replicate_all`` runs several metrics' chunk kernels over one stream of chunks, so the draws (and
-  the counts) are made once per group, not once per metric.
+  the counts) are made once per group, not once per metric. The chunks are the parallel work (one
+  thread per core); BLAS is held to one thread meanwhile, since its own threads inside the kernels'
+  dot products would only wait for cores the chunk threads hold.
 
 The counts come from the same draws as ``resample_indices``: replicates equal the metric evaluated on
 those resamples (to rounding), whatever the chunking.
@@ -127,6 +129,7 @@ class TopAtoms:
         self.value_bounds = np.append(np.flatnonzero(atom_new_value), self.size)
         self.tied = ~atom_new_value  # only a correct atom can follow a wrong one of its value
         self.wrong = ~self.y
+        self.wrong_int = self.wrong.astype(np.int64)  # int64 x int64 is a plain loop; x bool casts per element
         self.resid = self.c - self.y
         self.index = (np.cumsum(new_atom, dtype=np.int64) - 1).astype(_index_dtype(self.size))  # position -> atom
 
@@ -280,7 +283,7 @@ class CountChunk:
             assert top is not None
             counts = self.atoms
             if name == "wrong":
-                counts = np.multiply(counts, top.wrong, out=self.scratch.get("wrong", counts.shape, np.int64))
+                counts = np.multiply(counts, top.wrong_int, out=self.scratch.get("wrong", counts.shape, np.int64))
             out = self.scratch.get(f"prefix_{name}", (self.rows, counts.shape[1] + 1), np.int64)
             out[:, 0] = 0
             np.cumsum(counts, axis=1, out=out[:, 1:])
@@ -306,6 +309,9 @@ def _workers() -> int:
 
 
 MAX_WORKERS = 4  # most numpy loops release the GIL; chunks are independent, so threads add up
+# OpenBLAS splits a dot product over threads only above 10,000 elements; below that, limiting its threads
+# (2.5 ms per call, threadpoolctl inspects the loaded libraries) would cost more than small inputs take
+BLAS_THREADED_ABOVE = 10_000
 
 
 def replicate_all(layout: Layout, n_resamples: int, seed: int, kernels: Sequence[Kernel]) -> list[np.ndarray]:
@@ -317,8 +323,20 @@ def replicate_all(layout: Layout, n_resamples: int, seed: int, kernels: Sequence
     drawn) is alive, each about ``CHUNK_ITEMS`` draws and its counts.
     """
     n_resamples = check_n_resamples(n_resamples)
-    outs = [np.empty(n_resamples) for _ in kernels]
+    workers = _workers() if n_resamples > chunk_rows(layout.n) else 1
+    if layout.n <= BLAS_THREADED_ABOVE:
+        return _replicate(layout, n_resamples, seed, kernels, workers)
+    from threadpoolctl import threadpool_limits
 
+    # the chunks are the parallel work: BLAS threads inside a kernel's dot products would only wait for
+    # cores the chunk threads hold (10^6 items under load: 457 s with OpenBLAS threads, see performance.md)
+    with threadpool_limits(limits=1, user_api="blas"):
+        return _replicate(layout, n_resamples, seed, kernels, workers)
+
+
+def _replicate(layout: Layout, n_resamples: int, seed: int, kernels: Sequence[Kernel], workers: int
+               ) -> list[np.ndarray]:
+    outs = [np.empty(n_resamples) for _ in kernels]
     local = threading.local()  # one Scratch per thread (this call's threads only)
 
     def evaluate(idx: np.ndarray) -> list[np.ndarray]:
@@ -331,7 +349,6 @@ def replicate_all(layout: Layout, n_resamples: int, seed: int, kernels: Sequence
         for out, v in zip(outs, values, strict=True):
             out[row : row + v.shape[0]] = v
 
-    workers = _workers() if n_resamples > chunk_rows(layout.n) else 1
     if workers == 1:
         row = 0
         for idx in resample_indices(layout.n, n_resamples, seed):
