@@ -70,9 +70,9 @@ def test_exposure_buckets_match_the_law_and_the_corpus_counts(world_dir):
 
 
 def test_exposure_law_spreads_counts_log_evenly_and_rejects_bad_shares():
-    from calibench.world.entities import exposure_counts
-
     import numpy as np
+
+    from calibench.world.entities import exposure_counts
 
     cfg = WorldConfig(people=120, never_fraction=0.25, rare_fraction=0.25, often_threshold=8, max_mentions=48)
     counts = exposure_counts(cfg, 120, np.random.default_rng(0))

@@ -135,9 +135,10 @@ class Preset:
     first_checkpoint: int = 16
 
 
-# Default: lab-1m at 500 steps x 16 windows x 128 tokens (~1.0M tokens, ~7 passes over the 147k-token
-# corpus) reaches facts first-token 0.74 and MC continuation-sum 0.80 on seen people (lab-300k 0.34 /
-# 0.57, lab-70k 0.13 / 0.26; docs/lifecycle-lab.md, "Learning the world"). Quick is a smoke run.
+# Default: lab-1m at 500 steps x 16 windows x 128 tokens (1.02M tokens, about 7 passes over the
+# 147k-token corpus) reaches facts first-token 0.74 and MC continuation-sum 0.80 on seen people
+# (lab-300k 0.34 / 0.56, lab-70k 0.13 / 0.27; docs/lifecycle-lab.md, "Learning the world"). Quick is a
+# smoke run (its models learn almost nothing).
 PRESETS: dict[str, Preset] = {
     "default": Preset(people=120, sizes=("lab-70k", "lab-300k", "lab-1m"), pretrain_steps=500, sft_epochs=3,
                       sft_examples=400, pref_examples=300, reward_epochs=1, rl_steps=8, dpo_epochs=1,
