@@ -91,6 +91,26 @@ def test_checkpoint_steps_are_log_spaced():
         checkpoint_steps(0)
 
 
+@pytest.mark.parametrize("preset", ["default", "quick"])
+def test_lifecycle_presets_score_every_item_on_a_scale_axis(preset):
+    """All items of every lab task, >= 1000 resamples, >= 3 sizes spanning >= 10x parameters, one
+    pretraining unit per size (so two workers can train sizes side by side)."""
+    from calibench.study.lifecycle import lifecycle_study
+    from calibench.train.config import PRESETS
+
+    study = lifecycle_study(preset)
+    assert study["settings"]["limit"] is None and study["settings"]["bootstrap"] >= 1000
+    assert all("limit" not in t for t in study["tasks"])
+    sizes = PRESETS[preset].sizes
+    params = [count_parameters(get_size(s), 800) for s in sizes]
+    assert len(sizes) >= 3 and params == sorted(params) and params[-1] >= 10 * params[0]
+    pretrain = [t for t in study["train"] if t["recipe"] == "pretrain"]
+    assert sorted(t["options"]["sizes"][0] for t in pretrain) == sorted(sizes)
+    assert pretrain[0]["options"]["sizes"] == [sizes[-1]]  # the largest (the alignment base) first
+    largest = next(m for m in study["models"] if m["name"] == sizes[-1])
+    assert len(largest["revisions"]) >= 3 and largest["revisions"][0].endswith("/step0")
+
+
 # ------------------------------------------------------------------ pretraining
 
 def test_pretrain_writes_pythia_style_revisions(lab):
@@ -323,18 +343,25 @@ def test_format_loaders_reject_bad_input(tmp_path):
 
 @pytest.mark.slow
 def test_pretrained_model_learns_the_world(tmp_path):
-    """Frequent facts are learned well above chance, and above facts the corpus never stated."""
+    """At the default preset's schedule, lab-1m learns the seen people's facts (the accuracy targets
+    of issue 10: facts first-token >= 0.5, MC continuation-sum >= 0.6 on seen people) and stays
+    near chance on never-seen ones."""
+    from calibench.train.config import PRESETS
     from calibench.train.pretrain import PretrainConfig, pretrain_family
 
+    p = PRESETS["default"]
     world = tmp_path / "world"
     build_world(world, WorldConfig(seed=0, people=60), n_instructions=8, n_preferences=8)
-    cfg = PretrainConfig(steps=200, batch_size=16, first_checkpoint=100)
-    pretrain_family(world, tmp_path / "pt", ["lab-1m"], cfg, eval_items=240, progress=False)
+    # half the default world, so 300 steps pass over the corpus about as often as 500 do by default
+    cfg = PretrainConfig(steps=300, batch_size=p.batch_size, lr=p.lr, first_checkpoint=300)
+    pretrain_family(world, tmp_path / "pt", ["lab-1m"], cfg, eval_items=10_000, progress=False)
     last = json.loads((tmp_path / "pt" / "lab-1m" / "calibration_curve.json").read_text())["points"][-1]
     mc, facts = last["mc"]["accuracy_by_bucket"], last["facts"]["accuracy_by_bucket"]
     print("learned:", json.dumps({"mc": mc, "facts": facts}))
-    assert mc["often"] > 0.6 and mc["often"] > mc["never"] + 0.25  # chance is 0.25
-    assert facts["often"] > facts["never"] + 0.15
+    seen = lambda acc: (2 * acc["often"] + acc["rare"]) / 3  # noqa: E731  (often : rare = 2 : 1)
+    assert seen(facts) >= 0.5 and seen(mc) >= 0.6
+    assert mc["often"] > mc["never"] + 0.4 and facts["often"] > facts["never"] + 0.4
+    assert mc["never"] < 0.4  # chance is 0.25
 
 
 def test_cli_alignment_stages_on_real_format_fixtures(lab, tmp_path):

@@ -1,4 +1,4 @@
-"""The synthetic world: determinism, Zipf frequency buckets, derived data, diversity measure."""
+"""The synthetic world: determinism, exposure buckets, derived data, diversity measure."""
 
 from __future__ import annotations
 
@@ -47,20 +47,41 @@ def test_corpus_is_independent_of_instruction_count(world_dir, tmp_path):
     assert (more.root / "corpus.txt").read_bytes() == (world_dir / "corpus.txt").read_bytes()
 
 
-def test_zipf_buckets_match_corpus_counts(world_dir):
+def test_exposure_buckets_match_the_law_and_the_corpus_counts(world_dir):
     world = load_world(world_dir)
-    buckets = Counter(p.bucket for p in world.people)
-    assert set(buckets) == {"often", "rare", "never"}
-    assert buckets["never"] == round(0.2 * len(world.people))
+    cfg = world.config
+    for people in (world.people, world.train_people):
+        buckets = Counter(p.bucket for p in people)
+        assert buckets["never"] == round(cfg.never_fraction * len(people))
+        assert buckets["rare"] == round(cfg.rare_fraction * len(people))
+        assert buckets["often"] == len(people) - buckets["never"] - buckets["rare"] > 0
     corpus = (world_dir / "corpus.txt").read_text()
     docs = corpus.splitlines()
     for p in world.people:
         n_docs = sum(p.name in d for d in docs)
         # every biography names the person; never-seen people never appear anywhere
         assert n_docs == p.mentions, p
-    mentions = sorted((p.mentions for p in world.people if p.mentions), reverse=True)
-    assert mentions[0] >= 5 * mentions[len(mentions) // 2]  # heavy head: Zipf, not uniform
-    assert min(mentions) == 1  # a long tail of people seen once
+        low, high = {"often": (cfg.often_threshold, cfg.max_mentions), "rare": (1, cfg.often_threshold - 1),
+                     "never": (0, 0)}[p.bucket]
+        assert low <= p.mentions <= high, p
+    mentions = [p.mentions for p in world.people]
+    # both ends of the exposure range are present, so accuracy can be read against exposure
+    assert max(mentions) == cfg.max_mentions and min(m for m in mentions if m) == 1
+
+
+def test_exposure_law_spreads_counts_log_evenly_and_rejects_bad_shares():
+    import numpy as np
+
+    from calibench.world.entities import exposure_counts
+
+    cfg = WorldConfig(people=120, never_fraction=0.25, rare_fraction=0.25, often_threshold=8, max_mentions=48)
+    counts = exposure_counts(cfg, 120, np.random.default_rng(0))
+    often = np.sort(counts[counts >= 8])
+    assert len(often) == 60 and often[0] == 8 and often[-1] == 48
+    # log-even: as many often people in [8, 19.6) as in [19.6, 48]
+    assert abs(int((often < np.sqrt(8 * 48)).sum()) - 30) <= 1
+    with pytest.raises(CalibenchError, match="never_fraction \\+ rare_fraction"):
+        build_world("/nonexistent", WorldConfig(never_fraction=0.5, rare_fraction=0.5))
 
 
 def test_facts_items_are_native_format_and_true(world_dir):
@@ -290,5 +311,8 @@ def test_results_split_by_exposure_bucket():
                         "item_id": ids + ["clm-0001"], "confidence": 0.8,
                         "correct": [True] * 30 + [True] * 10 + [False] * 10 + [False] * 10 + [True]})
     out = by_exposure(rec)
-    assert list(out["bucket"]) == ["often", "rare", "never"] and list(out["n"]) == [30, 20, 10]
-    assert np.allclose(out["accuracy"], [1.0, 0.5, 0.0]) and np.allclose(out["ece"], [0.2, 0.3, 0.8])
+    assert list(out["bucket"]) == ["often", "rare", "never", "seen", "all"]
+    assert list(out["n"]) == [30, 20, 10, 50, 60]
+    assert np.allclose(out["accuracy"], [1.0, 0.5, 0.0, 0.8, 40 / 60])
+    assert np.allclose(out["ece"], [0.2, 0.3, 0.8, 0.0, abs(0.8 - 40 / 60)])
+    assert list(by_exposure(rec, pooled=False)["bucket"]) == ["often", "rare", "never"]

@@ -34,20 +34,26 @@ def lifecycle_study(preset_name: str = "default", *, seed: int = 0, device: str 
     train: list[dict[str, Any]] = [
         {"name": "world", "recipe": "world",
          "options": {"people": p.people, "n_instructions": p.sft_examples, "n_preferences": p.pref_examples}},
-        {"name": "pretrain", "recipe": "pretrain", "after": ["world"],
-         "options": {"sizes": list(p.sizes), "steps": p.pretrain_steps, "eval_items": p.eval_items}},
     ]
+    # One pretraining unit per size, largest first: it is the start of every alignment stage, and
+    # separate units let two workers (``--executor ray``) train the sizes side by side. Each unit
+    # builds the same deterministic tokenizer from the world's corpus.
     models: list[dict[str, Any]] = []
+    pretrain_options = {"steps": p.pretrain_steps, "batch_size": p.batch_size, "lr": p.lr,
+                        "first_checkpoint": p.first_checkpoint, "eval_items": p.probe_items}
+    for size in reversed(p.sizes):
+        train.append({"name": f"pretrain-{size}", "recipe": "pretrain", "after": ["world"],
+                      "options": {"sizes": [size], **pretrain_options}})
     for size in p.sizes:
-        steps = checkpoint_steps(p.pretrain_steps) if size == largest else [p.pretrain_steps]
-        models.append({"name": size, "train": "pretrain", "revisions": [f"{size}/step{s}" for s in steps],
+        steps = checkpoint_steps(p.pretrain_steps, p.first_checkpoint) if size == largest else [p.pretrain_steps]
+        models.append({"name": size, "train": f"pretrain-{size}", "revisions": [f"{size}/step{s}" for s in steps],
                        "params": count_parameters(get_size(size), 512), "stage": "pretrained"})
     for tuning in ("full", "lora"):
         for data in ("diverse", "narrow"):
             name = f"sft-{tuning}-{data}"
-            train.append({"name": name, "recipe": "sft", "after": ["world", "pretrain"],
-                          "options": {"base": f"@pretrain:{final}", "data": data, "method": tuning,
-                                      "epochs": p.sft_epochs, "eval_items": p.eval_items}})
+            train.append({"name": name, "recipe": "sft", "after": ["world", f"pretrain-{largest}"],
+                          "options": {"base": f"@pretrain-{largest}:{final}", "data": data, "method": tuning,
+                                      "epochs": p.sft_epochs, "eval_items": p.probe_items}})
             models.append({"name": name, "train": name, "revisions": epochs, "stage": "sft", "tuning": tuning,
                            "data": data, "base": largest})
     sft = f"@sft-full-diverse:epoch{p.sft_epochs}"
@@ -55,9 +61,9 @@ def lifecycle_study(preset_name: str = "default", *, seed: int = 0, device: str 
         {"name": "reward", "recipe": "reward", "after": ["world", "sft-full-diverse"],
          "options": {"base": sft, "epochs": p.reward_epochs}},
         {"name": "rl", "recipe": "rl", "after": ["world", "sft-full-diverse", "reward"],
-         "options": {"base": sft, "reward_model": "@reward", "steps": p.rl_steps, "eval_items": p.eval_items}},
+         "options": {"base": sft, "reward_model": "@reward", "steps": p.rl_steps, "eval_items": p.probe_items}},
         {"name": "dpo", "recipe": "dpo", "after": ["world", "sft-full-diverse"],
-         "options": {"base": sft, "epochs": p.dpo_epochs, "eval_items": p.eval_items}},
+         "options": {"base": sft, "epochs": p.dpo_epochs, "eval_items": p.probe_items}},
     ]
     for stage in ("rl", "dpo"):
         models.append({"name": stage, "train": stage, "revisions": ["final"], "stage": stage, "tuning": "full",
@@ -68,7 +74,9 @@ def lifecycle_study(preset_name: str = "default", *, seed: int = 0, device: str 
                        f"{', '.join(p.sizes)}, SFT full/LoRA on diverse/narrow data, reward + RL and DPO.",
         # Lab models are tiny: one torch thread is as fast as two on an idle machine and far faster on a
         # busy one (OpenMP threads spin-wait for cores).
-        "settings": {"seed": seed, "limit": p.eval_items, "bootstrap": 200, "device": device,
+        # Every evaluated revision is scored on all items of each lab task (no limit); unit CIs and claim
+        # cells use 1000 bootstrap resamples.
+        "settings": {"seed": seed, "limit": None, "bootstrap": 1000, "device": device,
                      "threads": 1 if device == "cpu" else None},
         "metrics": ["accuracy", "ece", "ace", "sce", "brier", "nll", "auroc"],
         "tasks": TASKS,

@@ -7,7 +7,7 @@ All randomness flows from one seeded ``numpy.random.Generator``, so a seed fixes
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -36,18 +36,17 @@ PERSON_RELATIONS = {
 
 @dataclass(frozen=True)
 class WorldConfig:
-    """Sizes of a world; the defaults make a corpus a 1M-parameter model learns in about a minute."""
+    """Sizes of a world and its exposure law (how many biographies each person gets)."""
 
     seed: int = 0
     people: int = 120
     countries: int = 6
     cities_per_country: int = 4
     companies: int = 10
-    zipf_exponent: float = 1.3
-    zipf_offset: float = 5.0     # Zipf-Mandelbrot offset: flattens the head so several people are frequent
-    max_mentions: int = 60       # biographies of the most frequent person in the corpus
-    never_fraction: float = 0.2  # people the corpus never mentions
-    often_threshold: int = 8     # people with at least this many biographies are "often" seen
+    never_fraction: float = 0.25  # people the corpus never mentions (the chance-level control)
+    rare_fraction: float = 0.25   # people with 1 .. often_threshold - 1 biographies (half-known control)
+    often_threshold: int = 8      # people with at least this many biographies are "often" seen
+    max_mentions: int = 32        # biographies of the most frequent person in the corpus
     heldout_docs: int = 60
     train_fraction: float = 0.5  # extra "training people" (x people): format drills and alignment data only
 
@@ -61,12 +60,15 @@ class WorldConfig:
             raise CalibenchError(f"world needs at least 10 people, got {self.people}")
         if self.countries < 2 or self.cities_per_country < 2 or self.companies < 4:
             raise CalibenchError("world needs >= 2 countries, >= 2 cities per country and >= 4 companies")
-        if not 0.0 <= self.never_fraction < 1.0:
-            raise CalibenchError(f"never_fraction must be in [0, 1), got {self.never_fraction}")
+        for name in ("never_fraction", "rare_fraction"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise CalibenchError(f"{name} must be in [0, 1), got {getattr(self, name)}")
+        if self.never_fraction + self.rare_fraction >= 1.0:
+            raise CalibenchError("never_fraction + rare_fraction must be below 1 so some people are seen often")
         if not 0.0 <= self.train_fraction <= 4.0:
             raise CalibenchError(f"train_fraction must be in [0, 4], got {self.train_fraction}")
-        if self.max_mentions < self.often_threshold:
-            raise CalibenchError("max_mentions must be >= often_threshold so some people are seen often")
+        if self.often_threshold < 2 or self.max_mentions < self.often_threshold:
+            raise CalibenchError("need 2 <= often_threshold <= max_mentions")
 
 
 @dataclass
@@ -166,30 +168,39 @@ class NameMaker:
         raise CalibenchError("name space exhausted; use a smaller world")
 
 
-REFERENCE_SEEN = 96  # seen people in the default world; other sizes keep its frequency profile
+def bucket_sizes(config: WorldConfig, n: int) -> dict[str, int]:
+    """How many of ``n`` people fall in each bucket (never and rare rounded, often the rest)."""
+    never = int(round(config.never_fraction * n))
+    rare = int(round(config.rare_fraction * n))
+    return {"often": n - never - rare, "rare": rare, "never": never}
 
 
-def zipf_mentions(config: WorldConfig, rng: np.random.Generator) -> np.ndarray:
-    """Mentions per person: Zipf-Mandelbrot ``max * ((1 + q) / (rank + q))**s`` (at least 1); a random
-    ``never`` share of people gets 0.
+def _log_spaced(n: int, low: int, high: int) -> np.ndarray:
+    """``n`` integer counts spread evenly on a log scale from ``high`` down to ``low``."""
+    if n == 0:
+        return np.zeros(0, dtype=int)
+    if n == 1:
+        return np.array([high], dtype=int)
+    return np.round(np.geomspace(high, low, n)).astype(int)
 
-    Zipf frequencies mirror real corpora (Pile entity counts), where calibration differs between
-    head and tail facts; the never-seen share gives a chance-level control group. Ranks are rescaled
-    to a 96-person reference, so small (test) worlds keep the same share of often and rarely seen
-    people instead of making everyone frequent.
+
+def exposure_counts(config: WorldConfig, n: int, rng: np.random.Generator) -> np.ndarray:
+    """Biographies per person: the exposure law, a fixed share per bucket.
+
+    ``often`` people get ``often_threshold`` .. ``max_mentions`` biographies and ``rare`` people
+    1 .. ``often_threshold - 1``, log-spaced within each bucket (so every exposure level from 1 to the
+    maximum has people, which is what the accuracy-vs-exposure curve needs); ``never`` people get
+    none. Controlled shares replace the earlier pure Zipf law, under which 60% of people had fewer
+    than 8 biographies and no model size could learn them. Which person gets which count is a
+    random permutation.
     """
-    n = config.people
-    n_never = int(round(config.never_fraction * n))
-    n_seen = n - n_never
-    ranks = np.arange(1, n_seen + 1, dtype=float)
-    if n_seen > 1:
-        ranks = 1 + (ranks - 1) * (REFERENCE_SEEN - 1) / (n_seen - 1)
-    q, s = config.zipf_offset, config.zipf_exponent
-    counts = np.maximum(1, np.floor(config.max_mentions * ((1 + q) / (ranks + q)) ** s)).astype(int)
-    order = rng.permutation(n)  # which person gets which rank
-    mentions = np.zeros(n, dtype=int)
-    mentions[order[:n_seen]] = counts
-    return mentions
+    sizes = bucket_sizes(config, n)
+    counts = np.concatenate([
+        _log_spaced(sizes["often"], config.often_threshold, config.max_mentions),
+        _log_spaced(sizes["rare"], 1, config.often_threshold - 1),
+        np.zeros(sizes["never"], dtype=int),
+    ])
+    return counts[rng.permutation(n)]
 
 
 def bucket_of(mentions: int, often_threshold: int) -> str:
@@ -224,7 +235,7 @@ def make_world(config: WorldConfig) -> World:
 
 def _people(n: int, config: WorldConfig, rng: np.random.Generator, names: NameMaker, cities: list[str],
             companies: list[str], fields: list[str], role: str) -> list[Person]:
-    """``n`` people with random attributes and Zipf mention counts (the same profile for both roles)."""
+    """``n`` people with random attributes and mention counts (the same exposure law for both roles)."""
     people = [
         Person(
             name=f"{names.word((2, 2))} {names.word((2, 3))}",
@@ -238,7 +249,7 @@ def _people(n: int, config: WorldConfig, rng: np.random.Generator, names: NameMa
     ]
     if not people:
         return people
-    mentions = zipf_mentions(replace(config, people=n), rng)
+    mentions = exposure_counts(config, n, rng)
     for person, m in zip(people, mentions, strict=True):
         person.mentions = int(m)
         person.bucket = bucket_of(int(m), config.often_threshold)
