@@ -53,3 +53,19 @@ def test_bad_address_is_one_clear_error(tmp_path: Path) -> None:
         get_executor("local", address="127.0.0.1:1")
     with pytest.raises(CalibenchError, match="unknown executor"):
         get_executor("dask")
+
+
+def test_auto_executor_uses_two_workers_only_where_ray_and_two_cores_exist(monkeypatch) -> None:
+    import importlib.util
+
+    from calibench.study import executors
+
+    monkeypatch.setattr(executors.os, "cpu_count", lambda: 2)
+    assert executors.resolve_executor("auto") == ("ray" if importlib.util.find_spec("ray") else "local")
+    assert executors.resolve_executor("local") == "local" and executors.resolve_executor("ray") == "ray"
+    monkeypatch.setattr(executors.os, "cpu_count", lambda: 1)
+    assert executors.resolve_executor("auto") == "local"
+    assert isinstance(executors.get_executor("auto"), executors.LocalExecutor)
+    monkeypatch.setattr(executors.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None)
+    assert executors.resolve_executor("auto") == "local"

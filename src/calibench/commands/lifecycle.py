@@ -10,7 +10,8 @@ import typer
 def lifecycle_cmd(
     out: Path = typer.Option(Path("runs/lifecycle"), "--out", help="Study folder (resumable)."),
     quick: bool = typer.Option(False, "--quick", help="The small preset (fewer people, sizes, steps)."),
-    executor: str = typer.Option("local", "--executor", help="local or ray."),
+    executor: str = typer.Option("auto", "--executor",
+                                 help="local, ray, or auto (ray when installed and 2+ cores: two workers)."),
     address: str = typer.Option(None, "--address", help="Ray cluster address."),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar, library logs or warnings."),

@@ -156,12 +156,26 @@ def _ray_options(resources: dict[str, float]) -> dict[str, Any]:
     return opts
 
 
+def resolve_executor(name: str) -> str:
+    """``auto`` is ``ray`` where Ray is installed and the machine has two or more cores (independent
+    units then run side by side; the lifecycle study's 15-minute budget assumes two workers), else
+    ``local``. Other names pass through. Results do not depend on the choice, except RL weights
+    (docs/lifecycle-lab.md, "Measured times")."""
+    if name != "auto":
+        return name
+    import importlib.util
+
+    return "ray" if importlib.util.find_spec("ray") is not None and (os.cpu_count() or 1) >= 2 else "local"
+
+
 def get_executor(name: str, *, address: str | None = None) -> Executor:
-    """``local`` or ``ray``; ``address`` (Ray only) defaults to $RAY_ADDRESS or a fresh local Ray."""
+    """``local``, ``ray`` or ``auto`` (``resolve_executor``); ``address`` (Ray only) defaults to
+    $RAY_ADDRESS or a fresh local Ray."""
+    name = resolve_executor(name)
     if name == "local":
         if address:
             raise CalibenchError("--address is only for --executor ray")
         return LocalExecutor()
     if name == "ray":
         return RayExecutor(address or os.environ.get("RAY_ADDRESS"))
-    raise CalibenchError(f"unknown executor {name!r} (use local or ray)")
+    raise CalibenchError(f"unknown executor {name!r} (use local, ray or auto)")
