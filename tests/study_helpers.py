@@ -55,3 +55,18 @@ def assert_same_results(a: dict, b: dict) -> None:
                    {k: v for k, v in y.items() if k not in ("estimate", "low", "high")}
             for k in ("estimate", "low", "high"):
                 assert (x[k] is None and y[k] is None) or math.isclose(x[k], y[k], rel_tol=1e-12, abs_tol=1e-15), (x, y)
+
+
+def rendered_synthetic(tmp_path: Path, **kwargs) -> str:
+    """Run a synthetic study (``synthetic_study`` kwargs, no train units) and return its HTML report."""
+    from calibench.study.report import render
+    from calibench.study.results import load_study_data
+    from calibench.study.runner import run
+
+    path = synthetic_study(tmp_path / "s.yaml", with_train=False, **kwargs)
+    assert run(path, tmp_path / "out", progress=False).failed == []
+    data = load_study_data(tmp_path / "out")
+    try:
+        return render(data)
+    finally:
+        data.store.close()

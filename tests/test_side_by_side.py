@@ -22,7 +22,6 @@ from calibench.study.sidebyside import (
     model_pairs,
     pair_deltas,
 )
-from study_helpers import synthetic_study
 
 ITEMS, BOOT = 2000, 200
 
@@ -271,15 +270,9 @@ def test_real_small_compares_the_chat_template_on_the_same_items() -> None:
 
 
 def test_every_task_gets_a_models_x_methods_grid(tmp_path: Path) -> None:
-    from calibench.study.report import render
+    from study_helpers import rendered_synthetic
 
-    path = synthetic_study(tmp_path / "s.yaml", n_models=2, n_tasks=5, items=30, with_train=False)
-    assert run(path, tmp_path / "out", progress=False).failed == []
-    data = load_study_data(tmp_path / "out")
-    try:
-        text = render(data)
-    finally:
-        data.store.close()
+    text = rendered_synthetic(tmp_path, n_models=2, n_tasks=5, items=30)
     section = text[text.index('<section id="sidebyside">'):text.index('<section id="stages">')]
     assert section.count("<img ") == 1 and 'alt="Reliability diagrams of' not in section   # accuracy vs ECE
     rel = text[text.index('<section id="reliability">'):text.index('<section id="scale">')]

@@ -272,16 +272,9 @@ def test_study_strings_are_escaped_in_the_new_sections(study_dir: Path) -> None:
 
 
 def test_a_study_without_a_life_has_no_lifecycle_section(tmp_path: Path) -> None:
-    from calibench.study.report import render
-    from study_helpers import synthetic_study
+    from study_helpers import rendered_synthetic
 
-    path = synthetic_study(tmp_path / "s.yaml", n_models=2, n_tasks=1, items=40, with_train=False)
-    assert run(path, tmp_path / "out", progress=False).failed == []
-    data = load_study_data(tmp_path / "out")
-    try:
-        text = render(data)
-    finally:
-        data.store.close()
+    text = rendered_synthetic(tmp_path, n_models=2, n_tasks=1, items=40)
     assert '<section id="lifecycle">' not in text and 'href="#lifecycle"' not in text
     assert '<section id="exposure">' not in text            # synthetic item ids carry no bucket
     assert text.index('<section id="findings">') < text.index('<section id="summary">')

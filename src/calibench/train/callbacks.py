@@ -106,12 +106,7 @@ class CalibrationProbe:
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         for start in range(0, len(sequences), self.batch_size):
             chunk = sequences[start : start + self.batch_size]
-            width = max(len(s) for s in chunk)
-            ids = torch.full((len(chunk), width), pad, dtype=torch.long)
-            mask = torch.zeros((len(chunk), width), dtype=torch.long)
-            for i, s in enumerate(chunk):
-                ids[i, : len(s)] = torch.tensor(s)
-                mask[i, : len(s)] = 1
+            ids, mask = right_padded(chunk, pad)
             with torch.no_grad():
                 logits = model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device)).logits
             yield chunk, torch.log_softmax(logits.float(), dim=-1).cpu()
@@ -239,3 +234,16 @@ def save_model_folder(model, tokenizer, folder: Path, *, merge_into: bool = Fals
 def _tokenizer(processing_class):
     """TRL passes the tokenizer as ``processing_class`` (a processor would wrap it)."""
     return getattr(processing_class, "tokenizer", processing_class)
+
+
+def right_padded(sequences: list[list[int]], pad: int):
+    """``(ids, mask)`` long tensors of right-padded token sequences (the training probes' batches)."""
+    import torch
+
+    width = max(len(s) for s in sequences)
+    ids = torch.full((len(sequences), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    for i, s in enumerate(sequences):
+        ids[i, : len(s)] = torch.tensor(s)
+        mask[i, : len(s)] = 1
+    return ids, mask

@@ -122,6 +122,8 @@ def completion_logps(model, tokenizer, prompts: list[str], completions: list[str
     tokenized separately, as TRL's DPO trainer does)."""
     import torch
 
+    from calibench.train.callbacks import right_padded
+
     out: list[float] = []
     pad = tokenizer.pad_token_id
     with torch.no_grad():
@@ -132,12 +134,7 @@ def completion_logps(model, tokenizer, prompts: list[str], completions: list[str
                 c_ids = tokenizer(c, add_special_tokens=False)["input_ids"]
                 seqs.append(p_ids + c_ids)
                 starts.append(len(p_ids))
-            width = max(len(s) for s in seqs)
-            ids = torch.full((len(seqs), width), pad, dtype=torch.long)
-            mask = torch.zeros((len(seqs), width), dtype=torch.long)
-            for j, s in enumerate(seqs):
-                ids[j, :len(s)] = torch.tensor(s)
-                mask[j, :len(s)] = 1
+            ids, mask = right_padded(seqs, pad)
             logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float()
             logp = torch.log_softmax(logits[:, :-1], dim=-1).gather(-1, ids[:, 1:, None].to(device))[..., 0]
             for j, s in enumerate(seqs):
