@@ -1,7 +1,8 @@
 """`calibench metrics` end to end on large records files: wall time and peak RSS, now and before.
 
     .venv/bin/python bench/bench_cli_scale.py [--sizes 1e6,1e7] [--resamples 1000]
-        [--base-src /work/wt/base/src] [--base-sizes 1e5] [--no-read] [--out bench/results/cli_scale.json]
+        [--base-src /work/wt/base/src] [--base-sizes 1e5] [--no-read | --read-only]
+        [--out bench/results/cli_scale.json]
 
 What a user runs on a token-level or MMLU-sized run: one records file of N records (one task x method,
 4-class probabilities, seeded), read, validated and summarised with every metric and
@@ -9,7 +10,8 @@ What a user runs on a token-level or MMLU-sized run: one records file of N recor
 outside (GNU time: wall clock, CPU time and the child's peak RSS). Sizes of 1e6 and below are written
 as JSONL (the slowest reader path), larger ones as Parquet (what ``calibench eval`` writes). For each
 size the read alone (``read_records``, its own process) is timed too, unless ``--no-read``, so the
-bootstrap's share is the difference.
+bootstrap's share is the difference; ``--read-only`` times only the read (at 1e7, the command itself takes
+minutes).
 
 The baseline is the same command on the code under ``--base-src`` (the previous implementation, e.g.
 ``git worktree add /work/wt/base <commit> --detach``), run in the same session at each of
@@ -110,6 +112,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--base-src", default=DEFAULT_BASE_SRC, help="src folder of the previous code ('' to skip)")
     ap.add_argument("--base-sizes", default="1e5", help="sizes at which both the previous code and this one run")
     ap.add_argument("--no-read", action="store_true", help="do not time the read on its own")
+    ap.add_argument("--read-only", action="store_true", help="time only the read (no command, no baseline)")
     ap.add_argument("--timeout", type=float, default=3600.0, help="seconds per child process")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
@@ -122,6 +125,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         for n in sorted(set(sizes) | (set(base_sizes) if base_src is not None else set())):
             path = write_records(n, _path(tmp, n))
             fmt = path.suffix[1:]
+            if args.read_only:
+                result["runs"][f"read@{n}"] = {"n": n, "format": fmt, "load_average": os.getloadavg(),
+                                               **run_read(REPO_SRC, path, args.timeout)}
+                path.unlink()
+                continue
             if base_src is not None and n in base_sizes:
                 base = {"n": n, "format": fmt, "load_average": os.getloadavg(),
                         **run_cli(base_src, path, args.resamples, args.timeout)}

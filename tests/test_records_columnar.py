@@ -158,3 +158,58 @@ def test_json_text_probs_are_taken_from_csv_only(tmp_path: Path) -> None:
     assert records._read_columnar(path, ".jsonl") is None
     with pytest.raises(CalibenchError, match="probs"):
         records.read_records(path)
+
+
+def test_probs_stay_one_arrow_array_where_every_row_has_them(tmp_path: Path, monkeypatch) -> None:
+    """Every row with probs: one Arrow list<double> column on both paths (no list per row), whose
+    (N, K) matrix is the stacked rows; rows without probs keep lists and None."""
+    rows = _rows(30)
+    path = _jsonl(tmp_path / "r.jsonl", rows)
+    fast, slow = _both(path, monkeypatch)
+    assert fast is not None
+    for df in (fast, slow):
+        assert isinstance(df["probs"].dtype, pd.ArrowDtype)
+        matrix, labels = records.probs_matrix(df)
+        np.testing.assert_array_equal(matrix, np.array([r["probs"] for r in rows]))
+        np.testing.assert_array_equal(labels, [r["label"] for r in rows])
+        assert df["probs"].iloc[3] == rows[3]["probs"]
+    partial = records.read_records(_jsonl(tmp_path / "p.jsonl", CASES["open class rows mixed in"](_rows(9))))
+    assert partial["probs"].dtype == object and partial["probs"].iloc[0] is None
+
+
+def test_padded_probs_and_summaries_are_the_same_from_arrow_and_from_lists(tmp_path: Path) -> None:
+    """Mixed option counts in one group (allowed, with a warning): the Arrow column pads as the lists do."""
+    from calibench.metrics import summarize
+    from calibench.metrics.notes import option_counts
+    from calibench.metrics.registry import padded_probs
+
+    rows = [_two_class(r) if i % 3 == 0 else r for i, r in enumerate(_rows(60))]
+    rows = [{**r, "task": "t"} for r in rows]
+    with pytest.warns(records.MixedClassesWarning):
+        lists = records.make_records(rows)
+    arrow = records.with_arrow_probs(lists)
+    assert lists["probs"].dtype == object and isinstance(arrow["probs"].dtype, pd.ArrowDtype)
+    (pa_, la), (pl, ll) = padded_probs(arrow), padded_probs(lists)
+    np.testing.assert_array_equal(pa_, pl)
+    np.testing.assert_array_equal(la, ll)
+    assert pa_.shape == (60, 4) and (pa_[0, 2:] == 0).all()
+    assert option_counts(arrow) == option_counts(lists) == (2, 4)
+    assert records.probs_matrix(arrow) is None
+    a = summarize(arrow, n_resamples=50, seed=3)
+    b = summarize(lists, n_resamples=50, seed=3)
+    pd.testing.assert_frame_equal(a, b)
+    assert "sce" in set(a["metric"])
+
+
+def test_duplicate_items_found_with_several_models_in_one_file(tmp_path: Path) -> None:
+    """The Arrow duplicate check over all five keys: the same item of two models is no duplicate, the
+    same item twice for one model is (the row reader then names the line)."""
+    rows = _rows(6)
+    two_models = [{**r, "model": m} for m in ("a", "b") for r in rows]
+    ok = _jsonl(tmp_path / "ok.jsonl", two_models)
+    fast = records._read_columnar(ok, ".jsonl")
+    assert fast is not None and len(fast) == 12
+    twice = [*two_models, {**two_models[7]}]
+    with pytest.raises(CalibenchError, match="appears twice"):
+        records.read_records(_jsonl(tmp_path / "dup.jsonl", twice))
+    assert records._read_columnar(tmp_path / "dup.jsonl", ".jsonl") is None

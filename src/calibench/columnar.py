@@ -59,27 +59,28 @@ def _is_text(t: Any) -> bool:
 
 
 def _text(column: Any, n: int, default: str) -> Any | None:
-    """A provenance column as strings (nulls as ""), or None if its type needs the row reader.
-
-    Strings stay in Arrow: pandas' default string dtype is Arrow-backed, so ``to_pandas`` hands the
-    buffers over instead of building (and then re-encoding) a million Python strings."""
+    """A provenance column as an Arrow string array without nulls (nulls as ""), or None if its type
+    needs the row reader. An absent column is ``default`` repeated, still in Arrow."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
     if column is None:
-        return [default] * n
+        return pa.repeat(default, n)
     if pa.types.is_null(column.type):
-        return [""] * n
+        return pa.repeat("", n)
     if pa.types.is_integer(column.type):
         column = pc.cast(column, pa.string())
     elif not _is_text(column.type):
         return None
-    return _strings(pc.fill_null(column, ""))
+    return pc.fill_null(column, "")
 
 
 def _strings(column: Any) -> Any:
     """A text column without nulls as the array pandas would make of its strings (Arrow-backed where
-    that is pandas' string dtype, as in pandas 3; a list of str otherwise)."""
+    that is pandas' string dtype, as in pandas 3; a list of str otherwise).
+
+    Strings stay in Arrow: pandas' default string dtype is Arrow-backed, so ``to_pandas`` hands the
+    buffers over instead of building (and then re-encoding) a million Python strings."""
     converted = column.to_pandas()
     return converted.array if converted.dtype == pd.Series([""]).dtype else column.to_pylist()
 
@@ -171,7 +172,7 @@ def _labels(column: Any) -> tuple[np.ndarray, np.ndarray] | None:
 class _Classes:
     """The class columns, checked row by row, and what the cross-column rules read."""
 
-    probs: list            # lists, or None per row
+    probs: Any             # Arrow-backed list<double> (no row without probs), else lists or None per row
     label: Any             # nullable Int64
     values: np.ndarray | None = None  # every class probability, row after row (rows with probs only)
     starts: np.ndarray | None = None  # where each row with probs starts in ``values``
@@ -199,6 +200,7 @@ def _classes(probs: Any, label: Any, n: int, prob_tol: float, text_source: bool)
         lists = None
     else:
         lists = _prob_lists(probs, text_source)
+        del probs  # the parsed column, now copied into ``lists``: freed here
         if lists is None or lists.values.null_count:
             return None
         has = ~lists.is_null().to_numpy(zero_copy_only=False)
@@ -219,9 +221,9 @@ def _classes(probs: Any, label: Any, n: int, prob_tol: float, text_source: bool)
         if (ids[has] < 0).any() or (ids[has] >= sizes[has]).any():
             return None
     if lists is None:
-        out_probs = [None] * n
-    elif has.all() and (sizes == sizes[0]).all():  # one class count: rows straight from the values
-        out_probs = values.reshape(n, int(sizes[0])).tolist()
+        out_probs: Any = [None] * n
+    elif has.all():  # every row has probs: the column stays one Arrow list array (records.arrow_probs)
+        out_probs = pd.arrays.ArrowExtensionArray(lists)
     else:
         out_probs = lists.to_pylist()
     out_labels = pd.arrays.IntegerArray(np.where(label_null, 0, ids), label_null)
@@ -232,38 +234,80 @@ def _classes(probs: Any, label: Any, n: int, prob_tol: float, text_source: bool)
     return found
 
 
-def _duplicated_keys(keys: pd.DataFrame) -> bool:
-    """Whether a (model, revision, task, method, item_id) key repeats. One file usually holds one
-    model x revision x task x method, and then only ``item_id`` has to be checked (one hash pass)."""
-    constant = [c for c in ("model", "revision", "task", "method") if keys[c].nunique(dropna=False) <= 1]
-    if len(constant) == 4:
-        return bool(keys["item_id"].duplicated().any())
-    return bool(keys.duplicated().any())
+def _distinct(column: Any) -> int:
+    import pyarrow.compute as pc
+
+    return int(pc.count_distinct(column, mode="all").as_py())
 
 
-def _contract_holds(out: dict[str, Any], classes: _Classes, conf_tol: float) -> bool:
-    """The cross-column rules of ``records.check_contract``, on whole columns: confidence is
-    max(probs), ``correct`` agrees with probs and label, one class count per task x method (else the
-    row reader warns), each item once per model x revision x task x method."""
-    keys = pd.DataFrame({c: out[c] for c in ("model", "revision", "task", "method", "item_id")})
-    if _duplicated_keys(keys):
+def _duplicated_keys(keys: dict[str, Any], n: int) -> bool:
+    """Whether a (model, revision, task, method, item_id) key repeats, found by Arrow on the string
+    buffers (no Python object per row): sort, then compare neighbours. One file usually holds one
+    model x revision x task x method, and then only ``item_id`` is sorted.
+
+    Why a sort rather than a hash (``count_distinct``): on 10^7 ids it took 0.8 s and 220 MB against
+    6.3 s and 640 MB (bench ids, see docs/performance.md)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if n < 2:
         return False
+    names = [c for c in ("model", "revision", "task", "method") if _distinct(keys[c]) > 1] + ["item_id"]
+    table = pa.table({c: keys[c] for c in names})
+    order = pc.sort_indices(table, sort_keys=[(c, "ascending") for c in names])
+    same = None
+    for c in names:
+        ranked = table.column(c).take(order).combine_chunks()
+        equal = pc.equal(ranked.slice(1), ranked.slice(0, n - 1))
+        same = equal if same is None else pc.and_(same, equal)
+    return bool(pc.any(same).as_py())
+
+
+_BLOCK_ROWS = 1 << 20  # rows whose class probabilities are checked at once (bounded temporaries)
+
+
+def _rows_agree(values: np.ndarray, starts: np.ndarray, labels: np.ndarray, confidence: np.ndarray,
+                correct: np.ndarray, conf_tol: float) -> bool:
+    """Per row with probs: confidence is max(probs) and ``correct`` agrees with probs and label, checked
+    a block of rows at a time, so the temporaries (a copy of the values among them) stay small."""
+    m = starts.shape[0]
+    for a in range(0, m, _BLOCK_ROWS):
+        b = min(a + _BLOCK_ROWS, m)
+        lo, hi = int(starts[a]), int(starts[b]) if b < m else values.shape[0]
+        v, at = values[lo:hi], starts[a:b] - lo
+        top = np.maximum.reduceat(v, at)
+        if (np.abs(confidence[a:b] - top) > conf_tol).any():
+            return False
+        gold_at = at + labels[a:b]
+        gold = v[gold_at]
+        rest = v.copy()
+        rest[gold_at] = -1.0
+        others = np.maximum.reduceat(rest, at)
+        says = correct[a:b]
+        if (says & (gold < top - conf_tol)).any() or (~says & (gold > others + conf_tol)).any():
+            return False
+    return True
+
+
+def _contract_holds(task_method: dict[str, Any], confidence: np.ndarray, correct: np.ndarray,
+                    classes: _Classes, conf_tol: float) -> bool:
+    """The cross-column rules of ``records.check_contract`` on whole columns, but the item rule
+    (``_duplicated_keys``, checked first): confidence is max(probs), ``correct`` agrees with probs and
+    label, one class count per task x method (else the row reader warns)."""
+    import pyarrow as pa
+
     if classes.values is None:
         return True
-    values, starts, rows = classes.values, classes.starts, classes.rows
-    top = np.maximum.reduceat(values, starts)
-    if (np.abs(out["confidence"][rows] - top) > conf_tol).any():
+    rows, sizes = classes.rows, classes.sizes
+    assert classes.starts is not None and classes.labels is not None and rows is not None and sizes is not None
+    if not _rows_agree(classes.values, classes.starts, classes.labels, confidence[rows], correct[rows], conf_tol):
         return False
-    gold_at = starts + classes.labels
-    gold = values[gold_at]
-    rest = values.copy()
-    rest[gold_at] = -1.0
-    others = np.maximum.reduceat(rest, starts)
-    says = out["correct"][rows]
-    if (says & (gold < top - conf_tol)).any() or (~says & (gold > others + conf_tol)).any():
-        return False
-    groups = keys.iloc[rows][["task", "method"]].assign(k=classes.sizes)
-    return bool((groups.groupby(["task", "method"], sort=False)["k"].nunique() == 1).all())
+    if (sizes == sizes[0]).all():
+        return True
+    at = pa.array(rows)
+    groups = pa.table({"task": task_method["task"].take(at), "method": task_method["method"].take(at), "k": sizes})
+    counts = groups.group_by(["task", "method"]).aggregate([("k", "count_distinct")])
+    return bool((counts.column("k_count_distinct").to_numpy() == 1).all())
 
 
 @contextmanager
@@ -281,55 +325,76 @@ def _collector_paused() -> Iterator[None]:
             gc.enable()
 
 
+def read_frame(path: Path, suffix: str, **options: Any) -> pd.DataFrame | None:
+    """``frame`` of the file at ``path``, or None. The table itself is dropped once its columns are
+    taken, so each parsed column is freed as soon as it is converted (a lower peak than ``frame``)."""
+    table = read_table(path, suffix)
+    if table is None:
+        return None
+    n, get = table.num_rows, {c: table.column(c) for c in table.column_names}
+    del table
+    with _collector_paused():
+        return _frame(get, n, **options)
+
+
 def frame(table: Any, *, columns: tuple[str, ...], defaults: dict[str, Any], prob_tol: float, conf_tol: float,
           extra_to_json: Any, text_source: bool = False) -> pd.DataFrame | None:
     """The contract frame of ``table`` if every row passes the contract's checks, else None."""
     with _collector_paused():
-        return _frame(table, columns=columns, defaults=defaults, prob_tol=prob_tol, conf_tol=conf_tol,
-                      extra_to_json=extra_to_json, text_source=text_source)
+        return _frame({c: table.column(c) for c in table.column_names}, table.num_rows, columns=columns,
+                      defaults=defaults, prob_tol=prob_tol, conf_tol=conf_tol, extra_to_json=extra_to_json,
+                      text_source=text_source)
 
 
-def _frame(table: Any, *, columns: tuple[str, ...], defaults: dict[str, Any], prob_tol: float, conf_tol: float,
-           extra_to_json: Any, text_source: bool) -> pd.DataFrame | None:
+_KEYS = ("model", "revision", "task", "method", "item_id")
+
+
+def _frame(get: dict[str, Any], n: int, *, columns: tuple[str, ...], defaults: dict[str, Any], prob_tol: float,
+           conf_tol: float, extra_to_json: Any, text_source: bool = False) -> pd.DataFrame | None:
+    """The contract frame of the parsed columns ``get``, taken out of it one by one (each parsed column
+    can be freed once converted), or None."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    n = table.num_rows
-    names = set(table.column_names)
+    names = set(get)
     if n == 0 or not {"confidence", "correct"} <= names:
         return None
-    get = {c: table.column(c) for c in names}
-    conf = _numbers(get["confidence"])
+    conf = _numbers(get.pop("confidence"))
     if conf is None or not (np.isfinite(conf).all() and (conf >= 0).all() and (conf <= 1).all()):
         return None
-    correct = _correct(get["correct"])
+    correct = _correct(get.pop("correct"))
     if correct is None:
         return None
-    out: dict[str, Any] = {}
+    text: dict[str, Any] = {}
     for c in _TEXT_COLUMNS:
-        values = _text(get.get(c), n, str(defaults.get(c, "")))
-        if values is None:
+        found = _text(get.pop(c, None), n, str(defaults.get(c, "")))
+        if found is None:
             return None
-        out[c] = values
-    if "item_id" not in names:
-        out["item_id"] = [str(i) for i in range(n)]
-    extra = get.get("extra")
+        text[c] = found
+    if "item_id" not in names:  # the row number, as the row reader numbers rows
+        text["item_id"] = pc.cast(pa.array(np.arange(n, dtype=np.int64)), pa.string())
+    if _duplicated_keys({c: text[c] for c in _KEYS}, n):
+        return None
+    task_method = {c: text[c] for c in ("task", "method")}  # for the class-count rule
+    out: dict[str, Any] = {c: _strings(text.pop(c)) for c in _TEXT_COLUMNS}
+    extra = get.pop("extra", None)
     if extra is None or pa.types.is_null(extra.type):
-        out["extra"] = ["{}"] * n
+        out["extra"] = _strings(pa.repeat("{}", n))
     elif _is_text(extra.type):  # JSON text is kept as written; a missing one is an empty object
         out["extra"] = _strings(pc.fill_null(extra, "{}"))
     elif pa.types.is_struct(extra.type) and extra.type.num_fields == 0 and not extra.null_count:
-        out["extra"] = ["{}"] * n
+        out["extra"] = _strings(pa.repeat("{}", n))
     elif pa.types.is_struct(extra.type) and _plain_struct(extra):
         out["extra"] = [extra_to_json(v) for v in extra.to_pylist()]
     else:
         return None
-    classes = _classes(get.get("probs"), get.get("label"), n, prob_tol, text_source)
+    del extra
+    classes = _classes(get.pop("probs", None), get.pop("label", None), n, prob_tol, text_source)
     if classes is None:
         return None
     out["probs"], out["label"] = classes.probs, classes.label
     out["confidence"] = conf
     out["correct"] = correct
-    if not _contract_holds(out, classes, conf_tol):
+    if not _contract_holds(task_method, conf, correct, classes, conf_tol):
         return None
     return pd.DataFrame({c: out[c] for c in columns})

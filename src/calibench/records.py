@@ -235,7 +235,62 @@ def read_records(path: str | os.PathLike[str]) -> pd.DataFrame:
             raise CalibenchError(f"{path}: cannot read Parquet: {exc}") from exc
     else:
         raise CalibenchError(f"{path}: unknown records format '{suffix}' (use .jsonl, .csv or .parquet)")
-    return normalize(df, source=str(path), text_source=suffix == ".csv")
+    return with_arrow_probs(normalize(df, source=str(path), text_source=suffix == ".csv"))
+
+
+def with_arrow_probs(df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` with its probs column as one Arrow ``list<double>`` array where every row has probs (as
+    the columnar reader gives it), so both paths of ``read_records`` return the same frame; rows
+    without probs keep the column as lists and None."""
+    import pyarrow as pa
+
+    probs = df["probs"]
+    if isinstance(probs.dtype, pd.ArrowDtype) or any(p is None for p in probs):
+        return df
+    arrow = pa.array(list(probs), type=pa.list_(pa.float64()))
+    return df.assign(probs=pd.arrays.ArrowExtensionArray(arrow))
+
+
+def arrow_probs(probs: pd.Series) -> Any | None:
+    """The probs column as one ``pyarrow.ListArray`` where it is stored in Arrow with a list in every
+    row (what ``read_records`` gives for such files), else None (lists and None per row)."""
+    import pyarrow as pa
+
+    if not isinstance(probs.dtype, pd.ArrowDtype):
+        return None
+    arrow = probs.array.__arrow_array__()
+    if isinstance(arrow, pa.ChunkedArray):
+        arrow = arrow.combine_chunks()
+    if arrow.null_count or not (pa.types.is_list(arrow.type) or pa.types.is_large_list(arrow.type)):
+        return None
+    return arrow
+
+
+def class_sizes(probs: pd.Series) -> np.ndarray | None:
+    """Class count of every row (int64), or None if some row has no probs. From the Arrow offsets
+    where the column is Arrow-backed: no Python object per row."""
+    arrow = arrow_probs(probs)
+    if arrow is not None:
+        return np.diff(arrow.offsets.to_numpy()).astype(np.int64, copy=False)
+    if any(p is None for p in probs):
+        return None
+    return np.fromiter((len(p) for p in probs), dtype=np.int64, count=len(probs))
+
+
+def probs_rows(probs: pd.Series) -> tuple[np.ndarray, np.ndarray] | None:
+    """(every class probability, row after row, as float64; class count of every row), or None if
+    some row has no probs. An Arrow-backed column is read from its buffers without a copy."""
+    arrow = arrow_probs(probs)
+    if arrow is not None:
+        sizes = np.diff(arrow.offsets.to_numpy()).astype(np.int64, copy=False)
+        return arrow.flatten().to_numpy().astype(np.float64, copy=False), sizes
+    sizes = class_sizes(probs)
+    if sizes is None:
+        return None
+    rows = list(probs)
+    if not rows:
+        return np.zeros(0), sizes
+    return np.concatenate([np.asarray(p, dtype=float) for p in rows]), sizes
 
 
 def _read_columnar(path: Path, suffix: str) -> pd.DataFrame | None:
@@ -243,11 +298,8 @@ def _read_columnar(path: Path, suffix: str) -> pd.DataFrame | None:
     once; None sends the file to the row reader, which accepts it the same way or names the bad line."""
     from calibench import columnar
 
-    table = columnar.read_table(path, suffix)
-    if table is None:
-        return None
-    return columnar.frame(table, columns=COLUMNS, defaults=_DEFAULTS, prob_tol=PROB_TOL, conf_tol=CONF_TOL,
-                          extra_to_json=_extra_to_json, text_source=suffix == ".csv")
+    return columnar.read_frame(path, suffix, columns=COLUMNS, defaults=_DEFAULTS, prob_tol=PROB_TOL,
+                               conf_tol=CONF_TOL, extra_to_json=_extra_to_json, text_source=suffix == ".csv")
 
 
 def write_records(df: pd.DataFrame, path: str | os.PathLike[str]) -> None:
@@ -464,9 +516,16 @@ def _extra_to_json(v: Any) -> str:
 
 def probs_matrix(df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray] | None:
     """Stack ``probs``/``label`` into (N x K, N) arrays if every row has the same class count."""
-    if any(p is None for p in df["probs"]):
+    if arrow_probs(df["probs"]) is None:  # lists: stacked as numpy stacks them
+        if any(p is None for p in df["probs"]):
+            return None
+        if len({len(p) for p in df["probs"]}) != 1:
+            return None
+        return np.asarray(list(df["probs"]), dtype=float), df["label"].to_numpy(dtype=int)
+    found = probs_rows(df["probs"])
+    if found is None:
         return None
-    sizes = {len(p) for p in df["probs"]}
-    if len(sizes) != 1:
+    values, sizes = found
+    if sizes.size == 0 or (sizes != sizes[0]).any():
         return None
-    return np.asarray(list(df["probs"]), dtype=float), df["label"].to_numpy(dtype=int)
+    return values.reshape(sizes.size, int(sizes[0])), df["label"].to_numpy(dtype=int)

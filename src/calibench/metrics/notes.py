@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from calibench.metrics.binning import small_n_warning
 from calibench.metrics.registry import METRICS
+from calibench.records import class_sizes
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -40,10 +41,11 @@ def _undefined_reason(name: str, group: pd.DataFrame) -> str:
 
 def option_counts(group: pd.DataFrame) -> tuple[int, int] | None:
     """(fewest, most) options per item when the group's items differ in option count, else None."""
-    if "probs" not in group or any(p is None for p in group["probs"]):
+    sizes = class_sizes(group["probs"]) if "probs" in group else None
+    if sizes is None or sizes.size == 0:
         return None
-    sizes = {len(p) for p in group["probs"]}
-    return (min(sizes), max(sizes)) if len(sizes) > 1 else None
+    fewest, most = int(sizes.min()), int(sizes.max())
+    return (fewest, most) if fewest != most else None
 
 
 def metric_notes(group: pd.DataFrame, rows: Mapping[str, Mapping[str, Any]], *, n_bins: int,

@@ -53,6 +53,7 @@ from calibench.metrics.scores import (
     nll_losses,
 )
 from calibench.metrics.smooth import smooth_ece
+from calibench.records import probs_rows
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -190,19 +191,19 @@ def padded_probs(group: pd.DataFrame) -> tuple[np.ndarray, np.ndarray] | None:
     absent options sit, perfectly calibrated, at probability 0 (they add to N but no gap). With one
     option count the arrays equal ``records.probs_matrix``.
     """
-    rows = list(group["probs"])
-    if any(p is None for p in rows):
-        return None
     labels = group["label"]
     if labels.isna().any():
         return None
-    sizes = np.fromiter((len(p) for p in rows), dtype=np.int64, count=len(rows))
+    found = probs_rows(group["probs"])
+    if found is None:
+        return None
+    values, sizes = found
     k = int(sizes.max()) if sizes.size else 0
-    if sizes.size and int(sizes.min()) == k:
-        return np.asarray(rows, dtype=float), labels.to_numpy(dtype=int)
-    matrix = np.zeros((len(rows), k), dtype=float)
+    if int(sizes.min(initial=k)) == k:
+        return values.reshape(sizes.size, k), labels.to_numpy(dtype=int)
+    matrix = np.zeros((sizes.size, k), dtype=float)
     mask = np.arange(k) < sizes[:, None]
-    matrix[mask] = np.concatenate([np.asarray(p, dtype=float) for p in rows])
+    matrix[mask] = values
     return matrix, labels.to_numpy(dtype=int)
 
 

@@ -8,7 +8,7 @@ Which metrics exist, what each takes and which options it accepts come from the 
 from __future__ import annotations
 
 import math
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -110,7 +110,7 @@ def summarize(
         raise CalibenchError("records is empty")
     rows: list[dict[str, Any]] = []
     widened: list[tuple[str, str, str]] = []
-    for (task, method), group in records.groupby(["task", "method"], sort=False):
+    for (task, method), group in _task_method_groups(records):
         inputs = group_inputs(group, padded_probs(group))
         for result in summarize_inputs(inputs, n_bins=n_bins, binning=binning, n_resamples=n_resamples, seed=seed,
                                        level=level, no_bootstrap=no_bootstrap, ci=ci):
@@ -120,3 +120,13 @@ def summarize(
     out = pd.DataFrame(rows, columns=list(SUMMARY_COLUMNS))
     out.attrs["widened"] = widened
     return out
+
+
+def _task_method_groups(records: pd.DataFrame) -> Iterator[tuple[tuple[Any, Any], pd.DataFrame]]:
+    """(task, method) groups in order of first appearance. One file usually holds one task x method:
+    then the frame itself is the group, not a copy of every column (a groupby sorts a copy)."""
+    task, method = records["task"], records["method"]
+    if (task == task.iloc[0]).all() and (method == method.iloc[0]).all():
+        yield (task.iloc[0], method.iloc[0]), records
+        return
+    yield from records.groupby(["task", "method"], sort=False)
