@@ -27,5 +27,5 @@ def quiet_libraries(*, warnings_too: bool = False) -> None:
     datasets.logging.set_verbosity_error()
     if warnings_too:
         warnings.filterwarnings("ignore")
-        for name in ("transformers", "datasets", "huggingface_hub", "trl", "peft", "accelerate", "torch"):
+        for name in ("transformers", "datasets", "huggingface_hub", "trl", "peft", "accelerate", "torch", "ray"):
             logging.getLogger(name).setLevel(logging.ERROR)

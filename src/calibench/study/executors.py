@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -95,8 +96,10 @@ class RayExecutor:
     def _init(self) -> None:
         if self.ray.is_initialized():
             return
+        # Ray's own start-up lines follow the "ray" logger (``--quiet`` sets it to errors only).
+        level = max(logging.getLogger("ray").getEffectiveLevel(), logging.INFO)
         kwargs: dict[str, Any] = {"ignore_reinit_error": True, "log_to_driver": False,
-                                  "include_dashboard": False}
+                                  "include_dashboard": False, "logging_level": level}
         if self.address:
             kwargs["address"] = self.address
         try:

@@ -88,12 +88,12 @@ def bucket_metrics(data: StudyData, unit: EvalUnit, metrics: Sequence[str], *,
     has_probs = first is not None and not isinstance(first, float) and len(first) > 1
     usable = [m for m in metrics if has_probs or "probs" not in get_spec(m).columns]
     try:
-        out = by_exposure(rec, usable, n_bins=n_bins)
+        out = by_exposure(rec, usable, n_bins=n_bins, pooled=False)  # the report adds its own pooled row
     except CalibenchError:        # one metric undefined on these records: compute the others one by one
-        out = by_exposure(rec, (), n_bins=n_bins)
+        out = by_exposure(rec, (), n_bins=n_bins, pooled=False)
         for metric in usable:
             try:
-                part = by_exposure(rec, (metric,), n_bins=n_bins)
+                part = by_exposure(rec, (metric,), n_bins=n_bins, pooled=False)
             except CalibenchError:
                 continue
             out = out.merge(part[["method", "bucket", metric]], on=["method", "bucket"], how="left")
