@@ -86,6 +86,9 @@ class RayExecutor:
     """Run units as Ray tasks; connects to ``address`` or starts a local Ray if none is running."""
 
     def __init__(self, address: str | None = None) -> None:
+        # Ray's start-up lines follow the "ray" logger as it was before Ray's import resets it
+        # (``--quiet`` sets it to errors only).
+        self.log_level = max(logging.getLogger("ray").getEffectiveLevel(), logging.INFO)
         try:
             import ray
         except ImportError as exc:
@@ -96,10 +99,8 @@ class RayExecutor:
     def _init(self) -> None:
         if self.ray.is_initialized():
             return
-        # Ray's own start-up lines follow the "ray" logger (``--quiet`` sets it to errors only).
-        level = max(logging.getLogger("ray").getEffectiveLevel(), logging.INFO)
         kwargs: dict[str, Any] = {"ignore_reinit_error": True, "log_to_driver": False,
-                                  "include_dashboard": False, "logging_level": level}
+                                  "include_dashboard": False, "logging_level": self.log_level}
         if self.address:
             kwargs["address"] = self.address
         try:
