@@ -164,8 +164,18 @@ def filter_records(df: pd.DataFrame, *, tasks: list[str] | None, methods: list[s
 
 
 def _groups(df: pd.DataFrame) -> Iterator[tuple[tuple[str, str, str], pd.DataFrame]]:
-    """(model, task, method) groups in order of first appearance (files from two models never mix)."""
-    for key, g in df.groupby(list(GROUP_KEYS), sort=False):
+    """(model, task, method) groups in order of first appearance (files from two models never mix).
+
+    A file of one group is yielded as it is: a groupby would copy the whole frame (over 1 GB at 1e7
+    records)."""
+    keys = list(GROUP_KEYS)
+    if len(df) and all(df[k].nunique(dropna=False) == 1 for k in keys):
+        import pandas as pd
+
+        whole = df if df.index.equals(pd.RangeIndex(len(df))) else df.reset_index(drop=True)
+        yield (str(df[keys[0]].iloc[0]), str(df[keys[1]].iloc[0]), str(df[keys[2]].iloc[0])), whole
+        return
+    for key, g in df.groupby(keys, sort=False):
         yield (str(key[0]), str(key[1]), str(key[2])), g.reset_index(drop=True)
 
 
