@@ -100,6 +100,31 @@ def test_default_interval_covers_the_true_error_at_its_nominal_rate() -> None:
     assert 0.88 <= covered / sims <= 0.99, covered / sims
 
 
+@pytest.mark.parametrize("draws", ["positions", "local"])
+def test_summary_interval_drawn_as_positions_covers_at_the_same_rate(draws: str, monkeypatch) -> None:
+    """summarize_inputs draws sorted positions (resample.resample_positions), block by block above
+    LOCAL_DRAWS_ABOVE: the same simulation as above must cover as the item draws do."""
+    import calibench.metrics.resample as resample
+    from calibench.metrics import METRICS
+    from calibench.metrics.summary import summarize_inputs
+
+    if draws == "local":  # 400 positions in blocks of 64, the last one short
+        monkeypatch.setattr(resample, "LOCAL_DRAWS_ABOVE", 100)
+        monkeypatch.setattr(resample, "LOCAL_BLOCK", 64)
+    others = set(METRICS) - {"ece"}
+    rng = np.random.default_rng(2026)
+    sims, covered, inside = 300, 0, 0
+    for s in range(sims):
+        c, y = _simulated(rng, 400, 0.1)
+        rows = summarize_inputs({"top": (c, y), "correct": (y,)}, n_resamples=400, seed=s, no_bootstrap=others)
+        row = next(r for r in rows if r["metric"] == "ece")
+        covered += row["low"] <= 0.1 <= row["high"]
+        inside += row["low"] <= row["estimate"] <= row["high"]
+    print(f"{draws}: coverage {covered / sims:.3f}")
+    assert inside == sims
+    assert 0.88 <= covered / sims <= 0.99, covered / sims
+
+
 def test_no_default_summary_row_excludes_its_estimate() -> None:
     rng = np.random.default_rng(5)
     rows = []

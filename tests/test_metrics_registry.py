@@ -190,5 +190,8 @@ def test_frame_inputs_and_array_inputs_give_the_same_ci() -> None:
     y = rng.random(120) < c
     table = summarize(pd.DataFrame({"confidence": c, "correct": y}), n_resamples=30, seed=2)
     row = table.set_index("metric").loc["aurc"]
-    ci = bootstrap_ci("aurc", c, y, n_resamples=30, seed=2)
-    assert (row["estimate"], row["low"], row["high"]) == (ci.estimate, ci.low, ci.high)
+    from calibench.metrics.summary import summarize_inputs
+
+    arrays = {r["metric"]: r for r in summarize_inputs({"top": (c, y), "correct": (y,)}, n_resamples=30, seed=2)}
+    assert (row["estimate"], row["low"], row["high"]) == tuple(arrays["aurc"][k] for k in ("estimate", "low", "high"))
+    assert row["estimate"] == bootstrap_ci("aurc", c, y, n_resamples=30, seed=2).estimate

@@ -13,6 +13,7 @@ from calibench.metrics.resample import (
     RowKeys,
     replicate_all,
     resample_indices,
+    resample_positions,
     segment_sums,
 )
 from calibench.metrics.summary import summarize_inputs
@@ -72,14 +73,26 @@ def test_segment_sums_leave_empty_segments_zero() -> None:
     np.testing.assert_array_equal(keys.sums(), [[1, 0, 2]])  # one row: no offsets
 
 
+def _drawn_items(layout: Layout, n: int, n_resamples: int, seed: int, paired: bool) -> list[np.ndarray]:
+    """The items of each resample ``replicate_all`` evaluates (positions map to items by the order)."""
+    if paired:
+        return [i for chunk in resample_indices(n, n_resamples, seed) for i in chunk]
+    return [layout.order[p] for chunk in resample_positions(n, n_resamples, seed) for p in chunk]
+
+
+@pytest.mark.parametrize("paired", [True, False, "local"])
 @pytest.mark.parametrize(("ties", "binning"), [(False, "width"), (True, "width"), (False, "mass"), (True, "mass")])
-def test_all_metrics_from_one_stream_equal_the_metric_on_each_resample(ties: bool, binning: str, monkeypatch) -> None:
+def test_all_metrics_from_one_stream_equal_the_metric_on_each_resample(ties: bool, binning: str, paired, monkeypatch
+                                                                      ) -> None:
     import calibench.metrics.calibration as calibration
     import calibench.metrics.debiased_replicates as debiased_replicates
 
     monkeypatch.setattr(resample, "CHUNK_ITEMS", 150)  # several chunks of 1-2 resamples each
     monkeypatch.setattr(calibration, "SWEEP_BATCH", 1)  # the sweep's batches double from 1: 1, 2, 4, ...
     monkeypatch.setattr(debiased_replicates, "DOT_BINS", 2 if ties else 10**6)  # both ways to sum a bin
+    if paired == "local":  # positions drawn block by block, the last block short (90 = 5 * 16 + 10)
+        monkeypatch.setattr(resample, "LOCAL_DRAWS_ABOVE", 50)
+        monkeypatch.setattr(resample, "LOCAL_BLOCK", 16)
     inputs = _group(90, 3, ties=ties)
     layout = Layout.for_top(*inputs["top"])
     from calibench.metrics.bootstrap import metric_kernel
@@ -87,11 +100,12 @@ def test_all_metrics_from_one_stream_equal_the_metric_on_each_resample(ties: boo
     names = list(METRICS)
     kernels = [metric_kernel(metric_function(name, n_bins=7, binning=binning), inputs[METRICS[name].kind], layout)
                for name in names]
-    got = replicate_all(layout, 9, 4, kernels)
+    got = replicate_all(layout, 9, 4, kernels, paired=paired is True)
+    drawn = _drawn_items(layout, 90, 9, 4, paired is True)
     for name, fast in zip(names, got, strict=True):
         fn = metric_function(name, n_bins=7, binning=binning)
         arrays = inputs[METRICS[name].kind]
-        naive = [fn(*(a[i] for a in arrays)) for chunk in resample_indices(90, 9, 4) for i in chunk]
+        naive = [fn(*(a[i] for a in arrays)) for i in drawn]
         np.testing.assert_allclose(fast, naive, rtol=0, atol=1e-10 if name == "smooth_ece" else 1e-12, err_msg=name)
 
 
@@ -106,15 +120,23 @@ def test_thread_count_does_not_change_any_number(monkeypatch) -> None:
     assert one == four
 
 
-def test_summarize_inputs_agrees_with_bootstrap_ci_per_metric() -> None:
+def test_summarize_inputs_gives_each_metric_the_interval_of_its_resampled_items() -> None:
+    from calibench.metrics import intervals
+
     inputs = _group(150, 7, ties=True)
-    rows = {r["metric"]: r for r in summarize_inputs(inputs, n_resamples=40, seed=3, n_bins=5)}
+    # percentile intervals: BCa counts replicates below the estimate, which rounding (1e-17) can flip
+    rows = {r["metric"]: r for r in summarize_inputs(inputs, n_resamples=40, seed=3, n_bins=5, ci="percentile")}
     assert list(rows) == list(METRICS)
+    layout = Layout.for_top(*inputs["top"])
+    drawn = _drawn_items(layout, 150, 40, 3, paired=False)
     for name, spec in METRICS.items():
-        ci = bootstrap_ci(metric_function(name, n_bins=5), *inputs[spec.kind], n_resamples=40, seed=3)
+        fn, arrays = metric_function(name, n_bins=5), inputs[spec.kind]
+        ci = bootstrap_ci(fn, *arrays, n_resamples=40, seed=3)  # item draws: the same estimate, other draws
         assert rows[name]["estimate"] == ci.estimate
-        assert rows[name]["low"] == pytest.approx(ci.low, abs=1e-12)
-        assert rows[name]["high"] == pytest.approx(ci.high, abs=1e-12)
+        naive = np.array([fn(*(a[i] for a in arrays)) for i in drawn])
+        expected = intervals.interval(naive, ci.estimate, 0.95, "percentile")
+        assert rows[name]["low"] == pytest.approx(expected.low, abs=1e-12), name
+        assert rows[name]["high"] == pytest.approx(expected.high, abs=1e-12), name
     none = summarize_inputs(inputs, n_resamples=0)
     assert all(np.isnan(r["low"]) for r in none)
     skipped = {r["metric"]: r for r in summarize_inputs(inputs, n_resamples=20, no_bootstrap={"smooth_ece"})}
@@ -191,3 +213,21 @@ def test_blas_runs_on_one_thread_inside_the_chunk_threads(monkeypatch) -> None:
         replicate_all(layout, 3, 0, [kernel])
         assert blas_threads() == outside  # restored afterwards
     assert seen and all(threads == [1] * len(threads) for threads in seen)
+
+
+def test_local_position_draws_count_like_uniform_draws(monkeypatch) -> None:
+    """Block-by-block draws (large inputs) give every position, the short last block's too, the counts
+    of n uniform draws: n in all, mean 1 and variance 1 - 1/n per position."""
+    monkeypatch.setattr(resample, "LOCAL_DRAWS_ABOVE", 100)
+    monkeypatch.setattr(resample, "LOCAL_BLOCK", 64)
+    n, rows = 1000, 4000  # 15 blocks of 64 and one of 40
+    counts = np.stack([np.bincount(p, minlength=n) for chunk in resample_positions(n, rows, 5) for p in chunk])
+    assert counts.shape == (rows, n) and (counts.sum(axis=1) == n).all()
+    mean, var = counts.mean(axis=0), counts.var(axis=0)
+    se = np.sqrt((1 - 1 / n) / rows)
+    assert np.abs(mean - 1).max() < 5 * se  # 5 sd over 1000 positions: a false alarm is very unlikely
+    for block in (slice(0, 960), slice(960, n)):  # full blocks, and the short last one
+        assert abs(mean[block].mean() - 1) < 5 * se / np.sqrt(mean[block].size)
+        assert abs(var[block].mean() - (1 - 1 / n)) < 0.02
+    again = np.stack([np.bincount(p, minlength=n) for chunk in resample_positions(n, 20, 5) for p in chunk])
+    np.testing.assert_array_equal(again, counts[:20])  # the seed fixes them; resamples are drawn in turn

@@ -101,7 +101,7 @@ def _loop_kernel(func: Callable[..., float], data: list[np.ndarray], options: Ma
     """Any metric the registry cannot vectorise: run it on each resample's items."""
 
     def kernel(chunk: CountChunk) -> np.ndarray:
-        return np.array([func(*(a[sample] for a in data), **options) for sample in chunk.idx], dtype=np.float64)
+        return np.array([func(*(a[sample] for a in data), **options) for sample in chunk.drawn_items], dtype=np.float64)
 
     return kernel
 

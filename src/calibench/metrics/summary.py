@@ -53,9 +53,12 @@ def summarize_inputs(
 
     Returns ``{"metric", "estimate", "low", "high", "widened"}`` per metric, in ``METRICS`` order
     (``ci`` and ``widened`` as in :mod:`calibench.metrics.intervals`). The group is
-    sorted once and every metric's replicates come from one stream of resample chunks (the draws of
-    ``resample_indices(n, n_resamples, seed)``, the same for every metric), so the bootstrap of all
-    metrics together costs a few passes over the items per resample.
+    sorted once and every metric's replicates come from one stream of resample chunks (the same for
+    every metric), so the bootstrap of all metrics together costs a few passes over the items per
+    resample. The draws are ``resample_positions(n, n_resamples, seed)`` in the group's sorted order
+    (``replicate_all(..., paired=False)``): a group's CIs need no pairing with another group's, and
+    positions are counted without a gather. ``bootstrap_ci`` draws items (``resample_indices``), so its
+    CIs differ from these by bootstrap noise only.
     """
     n_bins, binning, n_resamples = _check_options(n_bins, binning, n_resamples, level)
     ci = intervals.check_ci(ci)
@@ -72,7 +75,7 @@ def summarize_inputs(
         layout = Layout.for_top(*validated)
         kernels = [metric_kernel(fn, validated if spec.kind == "top" else inputs[spec.kind], layout)
                    for _, spec, fn in resampled]
-        replicates = replicate_all(layout, n_resamples, seed, kernels)
+        replicates = replicate_all(layout, n_resamples, seed, kernels, paired=False)
         for (name, spec, fn), reps in zip(resampled, replicates, strict=True):
             arrays = validated if spec.kind == "top" else inputs[spec.kind]
             accel = intervals.jackknife_acceleration(fn, arrays) if ci == "bca" else 0.0
