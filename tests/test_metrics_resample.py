@@ -88,6 +88,7 @@ def test_all_metrics_from_one_stream_equal_the_metric_on_each_resample(ties: boo
     import calibench.metrics.debiased_replicates as debiased_replicates
 
     monkeypatch.setattr(resample, "CHUNK_ITEMS", 150)  # several chunks of 1-2 resamples each
+    monkeypatch.setattr(resample, "CACHE_BLOCK", 16)  # blocked passes cut segments and prefix sums
     monkeypatch.setattr(calibration, "SWEEP_BATCH", 1)  # the sweep's batches double from 1: 1, 2, 4, ...
     monkeypatch.setattr(debiased_replicates, "DOT_BINS", 2 if ties else 10**6)  # both ways to sum a bin
     if paired == "local":  # positions drawn block by block, the last block short (90 = 5 * 16 + 10)

@@ -39,7 +39,7 @@ import numpy as np
 from calibench.metrics._validate import as_n_bins
 from calibench.metrics.binning import BINNINGS, assign_bins
 from calibench.metrics.calibration import NORMS
-from calibench.metrics.resample import CountChunk, Kernel, Layout, TopAtoms
+from calibench.metrics.resample import CACHE_BLOCK, CountChunk, Kernel, Layout, TopAtoms, cache_blocks
 from calibench.metrics.smooth import smooth_ece_kernel
 
 Builder = Callable[[tuple[np.ndarray, ...], Mapping[str, Any], Layout], "Kernel | None"]
@@ -189,18 +189,23 @@ def _aurc(top: TopAtoms) -> Kernel:
         else:
             below, wrong_below = total[:, bounds[:-1]], wrong[:, bounds[:-1]]
             weights = (total[:, bounds[1:]] - below).astype(np.float64)
-        size = below.shape[1]
+        size = min(below.shape[1], CACHE_BLOCK)
         scratch = chunk.scratch
         counts = scratch.get("aurc_counts", (size,), np.int64)
         accepted, risk = scratch.get("aurc_accepted", (size,)), scratch.get("aurc_risk", (size,))
         out = np.empty(chunk.rows)
         for r in range(chunk.rows):
             m = int(np.searchsorted(below[r], n, side="left"))  # values from m on have nothing at or above
-            # integer differences, then one plain copy each to float: numpy's mixed-type loops are slower
-            np.copyto(accepted[:m], np.subtract(n, below[r, :m], out=counts[:m]))
-            np.copyto(risk[:m], np.subtract(wrong[r, -1], wrong_below[r, :m], out=counts[:m]))
-            np.divide(risk[:m], accepted[:m], out=risk[:m])
-            out[r] = weights[r, :m] @ risk[:m] / n
+            total_wrong = wrong[r, -1]
+            acc = 0.0
+            for start, stop in cache_blocks(m):  # sequential sums in blocks: the unblocked dot to ~1e-16
+                k = stop - start
+                # integer differences, then one plain copy each to float: numpy's mixed-type loops are slower
+                np.copyto(accepted[:k], np.subtract(n, below[r, start:stop], out=counts[:k]))
+                np.copyto(risk[:k], np.subtract(total_wrong, wrong_below[r, start:stop], out=counts[:k]))
+                np.divide(risk[:k], accepted[:k], out=risk[:k])
+                acc += weights[r, start:stop] @ risk[:k]
+            out[r] = acc / n
         return out
 
     return kernel

@@ -119,6 +119,20 @@ def _local_positions(rng: np.random.Generator, n: int) -> np.ndarray:
     return out
 
 
+CACHE_BLOCK = 1 << 15  # elements per block of a blocked pass: a few 256 KB temporaries stay in L2
+
+
+def cache_blocks(size: int) -> Iterator[tuple[int, int]]:
+    """``(start, stop)`` of consecutive blocks of ``CACHE_BLOCK`` elements covering ``range(size)``.
+
+    A chain of elementwise steps over 10^7 elements is bound by memory traffic (each temporary is
+    written and read back from RAM); run block by block, the temporaries stay in cache and only the
+    inputs are read from memory.
+    """
+    for start in range(0, size, CACHE_BLOCK):
+        yield start, min(start + CACHE_BLOCK, size)
+
+
 def _draws(n: int, n_resamples: int, seed: int, dtype: type[np.signedinteger]) -> Iterator[np.ndarray]:
     if n < 1:
         raise CalibenchError("cannot bootstrap empty input")
@@ -371,11 +385,20 @@ class CountChunk:
             top = self.layout.top
             assert top is not None
             counts = self.atoms
-            if name == "wrong":
-                counts = np.multiply(counts, top.wrong_int, out=self.scratch.get("wrong", counts.shape, np.int64))
-            out = self.scratch.get(f"prefix_{name}", (self.rows, counts.shape[1] + 1), np.int64)
+            size = counts.shape[1]
+            out = self.scratch.get(f"prefix_{name}", (self.rows, size + 1), np.int64)
             out[:, 0] = 0
-            np.cumsum(counts, axis=1, out=out[:, 1:])
+            if name == "total":
+                np.cumsum(counts, axis=1, out=out[:, 1:])
+                return out
+            # wrong counts block by block, each block's prefix carried on from the last (exact integers)
+            wrong = self.scratch.get("wrong", (self.rows, min(size, CACHE_BLOCK)), np.int64)
+            for start, stop in cache_blocks(size):
+                block = wrong[:, : stop - start]
+                np.multiply(counts[:, start:stop], top.wrong_int[start:stop], out=block)
+                np.cumsum(block, axis=1, out=out[:, start + 1 : stop + 1])
+                if start:
+                    out[:, start + 1 : stop + 1] += out[:, start : start + 1]
             return out
 
         return self.memo(("prefix", name), make)

@@ -43,11 +43,14 @@ import numpy as np
 from calibench.errors import CalibenchError
 from calibench.metrics._validate import as_confidence, top_label
 from calibench.metrics.resample import (
+    CACHE_BLOCK,
     CountChunk,
     Kernel,
     Layout,
     RowKeys,
+    Scratch,
     TopAtoms,
+    cache_blocks,
     check_n_resamples,
     replicate_all,
     resample_indices,
@@ -392,6 +395,12 @@ class _GridSegments:
         self.resid_d = (c - top.y) * d
         self.trivial = starts.shape[0] == top.size  # one atom per segment: d == 0
         self._cells: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        # the segments' pieces in each cache block: (block, first segment, piece starts in the block)
+        self._pieces = []
+        for lo, hi in cache_blocks(top.size):
+            first = int(np.searchsorted(self.bounds, lo, side="right")) - 1
+            last = int(np.searchsorted(self.bounds, hi - 1, side="right")) - 1
+            self._pieces.append((lo, hi, first, np.maximum(self.bounds[first : last + 1], lo) - lo))
 
     def cells(self, m: int) -> tuple[np.ndarray, np.ndarray]:
         """(segment bounds of each of the m - 1 grid cells, F0 of each segment) on grid ``m``."""
@@ -413,13 +422,21 @@ class _GridSegments:
             count_d = np.zeros_like(count)
             resid_d = count_d
         else:
-            k = chunk.atoms_f
-            work = chunk.scratch.get("smooth", k.shape)
-            starts = b[:-1]  # segments are never empty: reduceat needs no mask
-            count_d = np.add.reduceat(np.multiply(k, self.d, out=work), starts, axis=1)
-            resid_d = np.add.reduceat(np.multiply(k, self.resid_d, out=work), starts, axis=1)
+            count_d, resid_d = self._weighted_sums(chunk.atoms_f, chunk.scratch)
         resid = self.x0 * count + count_d - n_correct  # sum of c - y = x0 * count + sum of d - correct
         return count, count_d, resid, resid_d
+
+    def _weighted_sums(self, k: np.ndarray, scratch: Scratch) -> tuple[np.ndarray, np.ndarray]:
+        """Per (resample, segment) sums of counts * d and counts * (c - y) d, a cache block at a time
+        (a segment cut by a block edge is summed in two pieces; pieces are never empty)."""
+        segments = self.bounds.shape[0] - 1
+        count_d, resid_d = np.zeros((k.shape[0], segments)), np.zeros((k.shape[0], segments))
+        work = scratch.get("smooth", (k.shape[0], min(k.shape[1], CACHE_BLOCK)))
+        for lo, hi, first, starts in self._pieces:
+            block, ids = work[:, : hi - lo], slice(first, first + starts.shape[0])
+            count_d[:, ids] += np.add.reduceat(np.multiply(k[:, lo:hi], self.d[lo:hi], out=block), starts, axis=1)
+            resid_d[:, ids] += np.add.reduceat(np.multiply(k[:, lo:hi], self.resid_d[lo:hi], out=block), starts, axis=1)
+        return count_d, resid_d
 
     def grids(self, sums: tuple[np.ndarray, ...], m: int) -> np.ndarray:
         """Linear binning of every resample of the chunk onto grid ``m``: (rows, 2, m) residuals, counts."""
