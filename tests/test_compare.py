@@ -131,3 +131,29 @@ def test_write_comparison_accepts_record_files(runs, tmp_path):
     files = write_comparison(comp, tmp_path / "cmp")
     assert [f.name for f in files] == ["compare.json", "reliability_compare.png"]
     assert json.loads(files[0].read_text())["run_a"].endswith("records.parquet")
+
+
+def test_one_stream_for_both_runs_gives_paired_delta_of_every_metric(tmp_path):
+    """compare resamples every metric of both runs together; each row must be paired_delta's numbers."""
+    from calibench.metrics import METRICS, metric_function, paired_delta
+    from calibench.records import load_run_records
+
+    rng = np.random.default_rng(4)
+    n = 300
+
+    def items(shift: float) -> list:
+        conf = np.clip(rng.uniform(0.45, 1.0, n) - shift, 0.42, 1.0)  # above the other two options
+        ok = rng.random(n) < conf - 0.1
+        return [(f"q{i}", float(c), bool(y), [float(c), float(1 - c) * 0.7, float(1 - c) * 0.3])
+                for i, (c, y) in enumerate(zip(conf, ok, strict=True))]
+
+    a = make_run(tmp_path / "a", {("mc", "choice"): items(0.0)})
+    b_rows = items(0.1)
+    b = make_run(tmp_path / "b", {("mc", "choice"): b_rows[::-1]})  # another order: matched on item_id
+    table = compare_runs(a, b, n_resamples=60, seed=3, ci="percentile").table.set_index("metric")
+    assert list(table.index) == list(METRICS)
+    ra, rb = load_run_records(a), load_run_records(b)
+    for name in METRICS:
+        pdl = paired_delta(metric_function(name), ra, rb, n_resamples=60, seed=3, ci="percentile")
+        got = table.loc[name, ["delta", "low", "high", "p_value"]].tolist()
+        np.testing.assert_allclose(got, [pdl.delta, pdl.low, pdl.high, pdl.p_value], rtol=0, atol=1e-12, err_msg=name)

@@ -1,8 +1,11 @@
 """``compare_runs``: paired differences between two runs on the same items (Oh & Hwang's analysis).
 
 For every (task, method) both runs scored, every metric is computed on both and their difference
-``b - a`` gets a paired-bootstrap CI and two-sided p-value (``calibench.metrics.paired_delta``:
-each resample draws the same items from both runs, so item difficulty cancels). Runs must hold the
+``b - a`` gets a paired-bootstrap CI and two-sided p-value (the numbers of
+``calibench.metrics.paired_delta``: each resample draws the same items from both runs, so item
+difficulty cancels). All metrics of both runs of a unit come from one stream of draws
+(``resample.replicate_layouts``, each run sorted once), so a CLM-sized unit costs a few passes over
+its items per resample, not two bootstraps per metric. Runs must hold the
 same item ids per shared unit; a mismatch is an error, never a silent intersection.
 
 ``ci`` chooses the interval (``calibench.metrics.intervals``: BCa by default, or percentile); the
@@ -104,8 +107,11 @@ def compare_runs(run_a: str | Path, run_b: str | Path, *, n_resamples: int = 100
 
     ``n_bins`` defaults to the bin count run A was summarised with (its metrics.json), else 10.
     """
-    from calibench.metrics import METRICS, metric_function, paired_delta
+    from calibench.metrics import METRICS, metric_function
+    from calibench.metrics.bootstrap import delta_from_replicates
     from calibench.metrics.intervals import check_ci
+    from calibench.metrics.resample import replicate_layouts
+    from calibench.metrics.summary import ResamplingPlan
     from calibench.metrics.notes import metric_notes
     from calibench.metrics.registry import group_inputs, padded_probs
     from calibench.records import load_run_records
@@ -136,12 +142,14 @@ def compare_runs(run_a: str | Path, run_b: str | Path, *, n_resamples: int = 100
         inputs_a = group_inputs(ga, None if probs_a is None else (run_a_arrays["probs"], probs_a[1]))
         inputs_b = group_inputs(gb, None if probs_b is None else (run_b_arrays["probs"], probs_b[1]))
         shown: dict[str, dict[str, Any]] = {}
-        for name, spec in METRICS.items():
-            arr_a, arr_b = inputs_a[spec.kind], inputs_b[spec.kind]
-            if arr_a is None or arr_b is None:
-                continue
-            fn = metric_function(name, n_bins=n_bins)
-            pdl = paired_delta(fn, run_a_arrays, run_b_arrays, n_resamples=n_resamples, level=level, seed=seed, ci=ci)
+        chosen = [(name, spec, metric_function(name, n_bins=n_bins)) for name, spec in METRICS.items()
+                  if inputs_a[spec.kind] is not None and inputs_b[spec.kind] is not None]
+        # both runs' metrics from one stream of item draws: resample r takes the same items from each
+        plans = [ResamplingPlan(inputs, [(spec, fn) for _, spec, fn in chosen]) for inputs in (inputs_a, inputs_b)]
+        reps_a, reps_b = replicate_layouts([(p.layout, p.kernels) for p in plans], n_resamples, seed)
+        for i, (name, _, fn) in enumerate(chosen):
+            arr_a, arr_b = plans[0].arrays[i], plans[1].arrays[i]
+            pdl = delta_from_replicates(fn, arr_a, arr_b, reps_a[i], reps_b[i], level=level, ci=ci)
             rows.append({"task": task, "method": method, "metric": name, "a": float(fn(*arr_a)),
                          "b": float(fn(*arr_b)), "delta": pdl.delta, "low": pdl.low, "high": pdl.high,
                          "p_value": pdl.p_value, "n": pdl.n})

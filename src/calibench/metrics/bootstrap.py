@@ -25,6 +25,7 @@ Paired p-value (two-sided, for H0: delta = 0), from the same replicates ``d*`` o
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -52,6 +53,7 @@ __all__ = [
     "PairedDelta",
     "bootstrap_ci",
     "bootstrap_replicates",
+    "delta_from_replicates",
     "metric_kernel",
     "paired_delta",
     "percentile_interval",
@@ -253,14 +255,23 @@ def paired_delta(
     columns = _columns_for(resolved.spec, func)
     arrays_a = [_column(a, col, "a") for col in columns]
     arrays_b = [_column(b, col, "b")[order] for col in columns]
-    delta = float(func(*arrays_b, **options)) - float(func(*arrays_a, **options))
     rep_a = bootstrap_replicates(metric, *arrays_a, n_resamples=n_resamples, seed=seed, **kwargs)
     rep_b = bootstrap_replicates(metric, *arrays_b, n_resamples=n_resamples, seed=seed, **kwargs)
+    return delta_from_replicates(functools.partial(func, **options), arrays_a, arrays_b, rep_a, rep_b,
+                                 level=level, ci=ci)
+
+
+def delta_from_replicates(func: Callable[..., float], arrays_a: Sequence[Any], arrays_b: Sequence[Any],
+                          rep_a: np.ndarray, rep_b: np.ndarray, *, level: float, ci: str) -> PairedDelta:
+    """``func(b) - func(a)`` with the interval and p-value of paired replicates (the same resamples'
+    items from both runs, ``arrays_b`` in the item order of ``arrays_a``)."""
+    delta = float(func(*arrays_b)) - float(func(*arrays_a))
     replicates = rep_b - rep_a
     accel = 0.0
     if ci == "bca":
         k = len(arrays_a)
         accel = intervals.jackknife_acceleration(
-            lambda *x: float(func(*x[k:], **options)) - float(func(*x[:k], **options)), [*arrays_a, *arrays_b])
+            lambda *x: float(func(*x[k:])) - float(func(*x[:k])), [*arrays_a, *arrays_b])
     found = intervals.interval(replicates, delta, level, ci, accel)
-    return PairedDelta(delta, found.low, found.high, intervals.p_value(replicates), int(ids_a.size), found.widened)
+    n = int(np.asarray(arrays_a[0]).shape[0])
+    return PairedDelta(delta, found.low, found.high, intervals.p_value(replicates), n, found.widened)

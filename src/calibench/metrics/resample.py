@@ -434,21 +434,40 @@ def replicate_all(layout: Layout, n_resamples: int, seed: int, kernels: Sequence
     count; see there), for callers whose resamples need not draw the same items as another layout's:
     the replicates are then those of the items ``CountChunk.drawn_items``, not of ``resample_indices``.
 
-    Chunks are drawn in order on this thread and evaluated on up to ``_workers()`` threads (numpy
-    releases the GIL in its loops); each chunk's values depend only on its draws, so the result does
-    not depend on the thread count. Memory stays flat: at most one chunk per worker (plus the one being
-    drawn) is alive, each about ``CHUNK_ITEMS`` draws and its counts.
+    Chunks are evaluated on up to ``_workers()`` threads (numpy releases the GIL in most loops); each
+    chunk's values depend only on its draws, so the result does not depend on the thread count. Memory
+    stays flat: at most one chunk per worker (plus the one being drawn) is alive, each about
+    ``CHUNK_ITEMS`` draws and its counts.
     """
+    return replicate_layouts([(layout, kernels)], n_resamples, seed, paired=paired)[0]
+
+
+def replicate_layouts(groups: Sequence[tuple[Layout, Sequence[Kernel]]], n_resamples: int, seed: int, *,
+                      paired: bool = True) -> list[list[np.ndarray]]:
+    """``replicate_all`` of several layouts of the same items at once, every chunk of draws shared.
+
+    For two runs' records of the same items (in one item order, each run sorted its own way): with item
+    draws, resample r takes the same items from every layout, so differences of their replicates are
+    paired-bootstrap replicates, and the draws are made once for all of them. Position draws
+    (``paired=False``) index one layout's order, so they take one layout only.
+    """
+    if not groups:
+        raise ValueError("replicate_layouts needs at least one layout")
+    n = groups[0][0].n
+    if any(layout.n != n for layout, _ in groups):
+        raise CalibenchError(f"paired layouts must hold the same items: {[layout.n for layout, _ in groups]}")
+    if not paired and len(groups) > 1:
+        raise ValueError("position draws index one layout's order: several layouts need paired=True")
     n_resamples = check_n_resamples(n_resamples)
-    workers = _workers() if n_resamples > chunk_rows(layout.n) else 1
-    if layout.n <= BLAS_THREADED_ABOVE:
-        return _replicate(layout, n_resamples, seed, kernels, workers, paired)
+    workers = _workers() if n_resamples > chunk_rows(n) else 1
+    if n <= BLAS_THREADED_ABOVE:
+        return _replicate(groups, n_resamples, seed, workers, paired)
     from threadpoolctl import threadpool_limits
 
     # the chunks are the parallel work: BLAS threads inside a kernel's dot products would only wait for
     # cores the chunk threads hold (10^6 items under load: 457 s with OpenBLAS threads, see performance.md)
     with threadpool_limits(limits=1, user_api="blas"):
-        return _replicate(layout, n_resamples, seed, kernels, workers, paired)
+        return _replicate(groups, n_resamples, seed, workers, paired)
 
 
 def _chunk_sources(n: int, n_resamples: int, seed: int, paired: bool
@@ -462,29 +481,34 @@ def _chunk_sources(n: int, n_resamples: int, seed: int, paired: bool
         yield idx.shape[0], lambda idx=idx: idx
 
 
-def _replicate(layout: Layout, n_resamples: int, seed: int, kernels: Sequence[Kernel], workers: int,
-               paired: bool) -> list[np.ndarray]:
-    outs = [np.empty(n_resamples) for _ in kernels]
+def _replicate(groups: Sequence[tuple[Layout, Sequence[Kernel]]], n_resamples: int, seed: int, workers: int,
+               paired: bool) -> list[list[np.ndarray]]:
+    outs = [[np.empty(n_resamples) for _ in kernels] for _, kernels in groups]
     local = threading.local()  # one Scratch per thread (this call's threads only)
 
-    def evaluate(draw: Callable[[], np.ndarray]) -> list[np.ndarray]:
+    def evaluate(draw: Callable[[], np.ndarray]) -> list[list[np.ndarray]]:
         if not hasattr(local, "scratch"):
             local.scratch = Scratch()
-        chunk = CountChunk(draw(), layout, local.scratch, positions=not paired)
-        return [kernel(chunk) for kernel in kernels]
+        idx = draw()
+        values = []
+        for layout, kernels in groups:  # one layout after another: kernels return fresh values, so the
+            chunk = CountChunk(idx, layout, local.scratch, positions=not paired)  # scratch can be reused
+            values.append([kernel(chunk) for kernel in kernels])
+        return values
 
-    def store(row: int, values: list[np.ndarray]) -> None:
-        for out, v in zip(outs, values, strict=True):
-            out[row : row + v.shape[0]] = v
+    def store(row: int, values: list[list[np.ndarray]]) -> None:
+        for group_outs, group_values in zip(outs, values, strict=True):
+            for out, v in zip(group_outs, group_values, strict=True):
+                out[row : row + v.shape[0]] = v
 
-    sources = _chunk_sources(layout.n, n_resamples, seed, paired)
+    sources = _chunk_sources(groups[0][0].n, n_resamples, seed, paired)
     if workers == 1:
         row = 0
         for rows, draw in sources:
             store(row, evaluate(draw))
             row += rows
         return outs
-    pending: deque[tuple[int, Future[list[np.ndarray]]]] = deque()
+    pending: deque[tuple[int, Future[list[list[np.ndarray]]]]] = deque()
     with ThreadPoolExecutor(max_workers=workers) as pool:
         row = 0
         for rows, draw in sources:
@@ -497,6 +521,6 @@ def _replicate(layout: Layout, n_resamples: int, seed: int, kernels: Sequence[Ke
     return outs
 
 
-def _result(item: tuple[int, Future[list[np.ndarray]]]) -> tuple[int, list[np.ndarray]]:
+def _result(item: tuple[int, Future[list[list[np.ndarray]]]]) -> tuple[int, list[list[np.ndarray]]]:
     row, future = item
     return row, future.result()

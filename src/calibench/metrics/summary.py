@@ -8,7 +8,7 @@ Which metrics exist, what each takes and which options it accepts come from the 
 from __future__ import annotations
 
 import math
-from collections.abc import Collection, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -19,7 +19,7 @@ from calibench.metrics import intervals
 from calibench.metrics._validate import as_n_bins, top_label
 from calibench.metrics.binning import check_binning
 from calibench.metrics.bootstrap import metric_kernel
-from calibench.metrics.registry import METRICS, group_inputs, metric_function, padded_probs
+from calibench.metrics.registry import METRICS, MetricSpec, group_inputs, metric_function, padded_probs
 from calibench.metrics.resample import Layout, replicate_all
 from calibench.records import COLUMNS, normalize
 
@@ -68,20 +68,37 @@ def summarize_inputs(
                       "widened": False} for name, spec, fn in chosen}
     resampled = [(name, spec, fn) for name, spec, fn in chosen if n_resamples > 0 and name not in no_bootstrap]
     if resampled:
-        top = inputs.get("top")
-        if top is None:
-            raise CalibenchError("summarize needs the confidence and correct of every item")
-        validated = top_label(*top)
-        layout = Layout.for_top(*validated)
-        kernels = [metric_kernel(fn, validated if spec.kind == "top" else inputs[spec.kind], layout)
-                   for _, spec, fn in resampled]
-        replicates = replicate_all(layout, n_resamples, seed, kernels, paired=False)
-        for (name, spec, fn), reps in zip(resampled, replicates, strict=True):
-            arrays = validated if spec.kind == "top" else inputs[spec.kind]
+        plan = ResamplingPlan(inputs, [(spec, fn) for _, spec, fn in resampled])
+        replicates = replicate_all(plan.layout, n_resamples, seed, plan.kernels, paired=False)
+        for (name, _, fn), arrays, reps in zip(resampled, plan.arrays, replicates, strict=True):
             accel = intervals.jackknife_acceleration(fn, arrays) if ci == "bca" else 0.0
             found = intervals.interval(reps, results[name]["estimate"], level, ci, accel)
             results[name].update(low=found.low, high=found.high, widened=found.widened)
     return list(results.values())
+
+
+class ResamplingPlan:
+    """One group's items sorted once (``layout``) and each metric's chunk kernel on it.
+
+    ``arrays``: the inputs each metric is computed from (top-label ones validated, as the kernels see
+    them). Shared by ``summarize_inputs`` and ``compare``, which resamples two runs' plans together.
+    """
+
+    def __init__(self, inputs: Mapping[str, tuple[Any, ...] | None],
+                 metrics: list[tuple[MetricSpec, Callable[..., float]]]) -> None:
+        top = inputs.get("top")
+        if top is None:
+            raise CalibenchError("summarize needs the confidence and correct of every item")
+        validated = top_label(*top)
+        self.layout = Layout.for_top(*validated)
+        self.arrays: list[tuple[Any, ...]] = []
+        for spec, _ in metrics:
+            arrays = validated if spec.kind == "top" else inputs[spec.kind]
+            if arrays is None:
+                raise CalibenchError(f"no {spec.kind} inputs for a metric that needs them")
+            self.arrays.append(arrays)
+        self.kernels = [metric_kernel(fn, arrays, self.layout) for (_, fn), arrays in zip(metrics, self.arrays,
+                                                                                           strict=True)]
 
 
 def summarize(
