@@ -121,6 +121,33 @@ def test_thread_count_does_not_change_any_number(monkeypatch) -> None:
     assert one == four
 
 
+@pytest.mark.parametrize("paired", [False, True])
+def test_forked_workers_give_the_numbers_of_one_worker(paired: bool, monkeypatch) -> None:
+    """Chunks evaluated in forked processes (large inputs) equal those evaluated here, for position
+    draws (the workers draw) and item draws (drawn here, handed over)."""
+    from calibench.metrics import forked
+    from calibench.metrics.bootstrap import metric_kernel
+
+    if not forked.wanted(forked.PROCESSES_ABOVE, 2):
+        pytest.skip("no fork on this platform")
+    monkeypatch.setattr(resample, "CHUNK_ITEMS", 250)  # 2 resamples per chunk: many chunks
+    inputs = _group(120, 5, ties=True)
+    layout = Layout.for_top(*inputs["top"])
+    kernels = [metric_kernel(metric_function(name), inputs[spec.kind], layout) for name, spec in METRICS.items()]
+    monkeypatch.setattr(resample, "_workers", lambda: 1)
+    one = replicate_all(layout, 21, 3, kernels, paired=paired)
+    monkeypatch.setattr(resample, "_workers", lambda: 2)
+    monkeypatch.setattr(forked, "PROCESSES_ABOVE", 100)
+    opened, real = [], forked.ForkedPool
+    monkeypatch.setattr(forked, "ForkedPool", lambda *a: (opened.append(a[0]), real(*a))[1])
+    two = replicate_all(layout, 21, 3, kernels, paired=paired)
+    assert opened == [2]  # the chunks went to two forked workers
+    for name, a, b in zip(METRICS, one, two, strict=True):
+        np.testing.assert_array_equal(a, b, err_msg=name)
+    monkeypatch.setenv(forked.WORKERS_ENV, "threads")
+    assert not forked.wanted(10**6, 2)
+
+
 def test_summarize_inputs_gives_each_metric_the_interval_of_its_resampled_items() -> None:
     from calibench.metrics import intervals
 

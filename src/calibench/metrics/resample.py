@@ -27,11 +27,12 @@ those resamples (to rounding), whatever the chunking.
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 from collections import deque
 from collections.abc import Callable, Hashable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import numpy as np
@@ -470,57 +471,82 @@ def replicate_layouts(groups: Sequence[tuple[Layout, Sequence[Kernel]]], n_resam
         return _replicate(groups, n_resamples, seed, workers, paired)
 
 
-def _chunk_sources(n: int, n_resamples: int, seed: int, paired: bool
-                   ) -> Iterator[tuple[int, Callable[[], np.ndarray]]]:
-    """(rows, function giving the chunk's draws) per chunk: item draws come from one stream, so they
-    are drawn here, in order; position draws are drawn by whichever thread evaluates the chunk."""
-    if not paired:
-        yield from position_chunks(n, n_resamples, seed)
-        return
-    for idx in resample_indices(n, n_resamples, seed):
-        yield idx.shape[0], lambda idx=idx: idx
+def _evaluate(groups: Sequence[tuple[Layout, Sequence[Kernel]]], paired: bool, idx: np.ndarray, scratch: Scratch
+              ) -> list[list[np.ndarray]]:
+    """Every group's kernels on one chunk of draws, one layout after another (kernels return fresh
+    values, so the chunks of the layouts can reuse one scratch)."""
+    values = []
+    for layout, kernels in groups:
+        chunk = CountChunk(idx, layout, scratch, positions=not paired)
+        values.append([kernel(chunk) for kernel in kernels])
+    return values
 
 
 def _replicate(groups: Sequence[tuple[Layout, Sequence[Kernel]]], n_resamples: int, seed: int, workers: int,
                paired: bool) -> list[list[np.ndarray]]:
-    outs = [[np.empty(n_resamples) for _ in kernels] for _, kernels in groups]
-    local = threading.local()  # one Scratch per thread (this call's threads only)
+    """Chunks in order, evaluated here (one worker), in forked processes (large inputs, see
+    ``calibench.metrics.forked``) or in threads; at most ``workers`` chunks are pending at a time.
 
-    def evaluate(draw: Callable[[], np.ndarray]) -> list[list[np.ndarray]]:
-        if not hasattr(local, "scratch"):
-            local.scratch = Scratch()
-        idx = draw()
-        values = []
-        for layout, kernels in groups:  # one layout after another: kernels return fresh values, so the
-            chunk = CountChunk(idx, layout, local.scratch, positions=not paired)  # scratch can be reused
-            values.append([kernel(chunk) for kernel in kernels])
-        return values
+    Item draws come from one stream, so they are drawn here, in order, and handed to the workers;
+    position draws are drawn by the worker that evaluates the chunk, from the chunk's own stream.
+    """
+    from calibench.metrics import forked
+
+    outs = [[np.empty(n_resamples) for _ in kernels] for _, kernels in groups]
+    n = groups[0][0].n
+    position_draws = None if paired else position_chunks(n, n_resamples, seed)
+    draws = None if position_draws is None else [draw for _, draw in position_draws]
+
+    def evaluate(idx: np.ndarray, scratch: Scratch) -> list[list[np.ndarray]]:
+        return _evaluate(groups, paired, idx, scratch)
+
+    def tasks() -> Iterator[tuple[int, int | np.ndarray]]:
+        """(rows, task) per chunk: a position chunk's index, or the drawn item indices."""
+        if position_draws is not None:
+            yield from ((rows, j) for j, (rows, _) in enumerate(position_draws))
+        else:
+            yield from ((idx.shape[0], idx) for idx in resample_indices(n, n_resamples, seed))
 
     def store(row: int, values: list[list[np.ndarray]]) -> None:
         for group_outs, group_values in zip(outs, values, strict=True):
             for out, v in zip(group_outs, group_values, strict=True):
                 out[row : row + v.shape[0]] = v
 
-    sources = _chunk_sources(groups[0][0].n, n_resamples, seed, paired)
+    def drawn(task: int | np.ndarray) -> np.ndarray:
+        return task if draws is None else draws[task]()  # type: ignore[index]
+
     if workers == 1:
-        row = 0
-        for rows, draw in sources:
-            store(row, evaluate(draw))
+        row, scratch = 0, Scratch()
+        for rows, task in tasks():
+            store(row, evaluate(drawn(task), scratch))
             row += rows
         return outs
-    pending: deque[tuple[int, Future[list[list[np.ndarray]]]]] = deque()
-    with ThreadPoolExecutor(max_workers=workers) as pool:
+    if forked.wanted(n, workers):
+        pool: Any = forked.ForkedPool(workers, evaluate, draws, Scratch)
+        submit = pool.submit
+    else:
+        local = threading.local()  # one Scratch per thread (this call's threads only)
+
+        def in_thread(task: int | np.ndarray) -> list[list[np.ndarray]]:
+            if not hasattr(local, "scratch"):
+                local.scratch = Scratch()
+            return evaluate(drawn(task), local.scratch)
+
+        pool = ThreadPoolExecutor(max_workers=workers)
+        submit = functools.partial(pool.submit, in_thread)
+    pending: deque[tuple[int, Any]] = deque()
+    with pool:
         row = 0
-        for rows, draw in sources:
+        for rows, task in tasks():
             if len(pending) >= workers:
                 store(*_result(pending.popleft()))
-            pending.append((row, pool.submit(evaluate, draw)))
+            pending.append((row, submit(task)))
             row += rows
         while pending:
             store(*_result(pending.popleft()))
     return outs
 
 
-def _result(item: tuple[int, Future[list[list[np.ndarray]]]]) -> tuple[int, list[list[np.ndarray]]]:
+def _result(item: tuple[int, Any]) -> tuple[int, list[list[np.ndarray]]]:
     row, future = item
     return row, future.result()
