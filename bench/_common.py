@@ -17,6 +17,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -226,3 +227,57 @@ def finish(result: dict[str, Any], out: str | os.PathLike[str] | None) -> None:
     print(json.dumps(result, indent=2, sort_keys=True, default=str))
     if out:
         write_json(out, result)
+
+
+class TreeMemory:
+    """Peak memory of a process and all its descendants (the command's forked chunk workers too),
+    sampled every ``interval`` seconds as the sum of their PSS (shared pages split between the
+    processes that share them, so copy-on-write inputs count once). GNU time's peak RSS is the largest
+    single process only."""
+
+    def __init__(self, interval: float = 0.2) -> None:
+        self.interval = interval
+        self.peak_mb = 0.0
+        self._root: int | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def watch(self, pid: int) -> None:
+        self._root = pid
+        self._thread.start()
+
+    def _tree(self) -> list[int]:
+        parents: dict[int, int] = {}
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                try:
+                    stat = Path(f"/proc/{entry}/stat").read_text()
+                except OSError:
+                    continue
+                parents[int(entry)] = int(stat.rsplit(")", 1)[1].split()[1])
+        tree, frontier = [], [self._root]
+        while frontier:
+            pid = frontier.pop()
+            tree.append(pid)
+            frontier += [child for child, parent in parents.items() if parent == pid]
+        return tree
+
+    def _sample(self) -> None:
+        while not self._stop.wait(self.interval):
+            total_kb = 0
+            for pid in self._tree():
+                try:
+                    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+                        if line.startswith("Pss:"):
+                            total_kb += int(line.split()[1])
+                except OSError:
+                    continue
+            self.peak_mb = max(self.peak_mb, round(total_kb / 1024, 1))
+
+    def __enter__(self) -> TreeMemory:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()

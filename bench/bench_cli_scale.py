@@ -31,19 +31,24 @@ import platform
 import subprocess
 import sys
 import tempfile
-import threading
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common as C  # noqa: E402
 
 REPO_SRC = Path(__file__).resolve().parents[1] / "src"
 DEFAULT_BASE_SRC = "/work/wt/base/src"
 TARGETS = {"1000000": {"seconds": 30.0, "peak_rss_mb": 2048.0}, "10000000": {"seconds": 300.0}}
 
 
-def write_records(n: int, path: Path, seed: int = 0) -> Path:
-    """N records of a 4-option task (softmax probabilities, label drawn from them), JSONL or Parquet."""
+def write_records(n: int, path: Path, seed: int = 0, temperature: float = 1.0) -> Path:
+    """N records of a 4-option task (softmax probabilities, label drawn from them), JSONL or Parquet.
+
+    ``temperature`` rescales the logits after the labels are drawn: the same items and labels, scored
+    by a more (< 1) or less (> 1) confident model, as two runs that ``calibench compare`` pairs."""
     import pyarrow as pa
 
     rng = np.random.default_rng(seed)
@@ -51,6 +56,9 @@ def write_records(n: int, path: Path, seed: int = 0) -> Path:
     p = np.exp(logits)
     p /= p.sum(axis=1, keepdims=True)
     labels = (rng.random(n)[:, None] < np.cumsum(p, axis=1)).argmax(axis=1)
+    if temperature != 1.0:
+        p = np.exp(logits / temperature)
+        p /= p.sum(axis=1, keepdims=True)
     pred = p.argmax(axis=1)
     probs = pa.ListArray.from_arrays(pa.array(np.arange(0, 4 * n + 1, 4, dtype=np.int32)), pa.array(p.ravel()))
     table = pa.table({
@@ -76,7 +84,7 @@ def run_cli(src: Path, path: Path, resamples: int, timeout: float) -> dict[str, 
     cmd = ["/usr/bin/time", "-f", "BENCH %e %U %S %M", sys.executable, "-c",
            "from calibench.cli import main; raise SystemExit(main())",
            "metrics", str(path), "--bootstrap", str(resamples)]
-    with TreeMemory() as memory:
+    with C.TreeMemory() as memory:
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         memory.watch(proc.pid)
         stdout, stderr = proc.communicate(timeout=timeout)
@@ -88,60 +96,6 @@ def run_cli(src: Path, path: Path, resamples: int, timeout: float) -> dict[str, 
             "peak_tree_pss_mb": memory.peak_mb,
             "table": {cells[0].strip(): " ".join(c.strip() for c in cells[1:]) for line in stdout.splitlines()
                       if line.startswith("\u2502") and len(cells := line.strip("\u2502 ").split("\u2502")) >= 2}}
-
-
-class TreeMemory:
-    """Peak memory of a process and all its descendants (the command's forked chunk workers too),
-    sampled every ``interval`` seconds as the sum of their PSS (shared pages split between the
-    processes that share them, so copy-on-write inputs count once). GNU time's peak RSS is the largest
-    single process only."""
-
-    def __init__(self, interval: float = 0.2) -> None:
-        self.interval = interval
-        self.peak_mb = 0.0
-        self._root: int | None = None
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-
-    def watch(self, pid: int) -> None:
-        self._root = pid
-        self._thread.start()
-
-    def _tree(self) -> list[int]:
-        parents: dict[int, int] = {}
-        for entry in os.listdir("/proc"):
-            if entry.isdigit():
-                try:
-                    stat = Path(f"/proc/{entry}/stat").read_text()
-                except OSError:
-                    continue
-                parents[int(entry)] = int(stat.rsplit(")", 1)[1].split()[1])
-        tree, frontier = [], [self._root]
-        while frontier:
-            pid = frontier.pop()
-            tree.append(pid)
-            frontier += [child for child, parent in parents.items() if parent == pid]
-        return tree
-
-    def _sample(self) -> None:
-        while not self._stop.wait(self.interval):
-            total_kb = 0
-            for pid in self._tree():
-                try:
-                    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-                        if line.startswith("Pss:"):
-                            total_kb += int(line.split()[1])
-                except OSError:
-                    continue
-            self.peak_mb = max(self.peak_mb, round(total_kb / 1024, 1))
-
-    def __enter__(self) -> TreeMemory:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join()
 
 
 def run_read(src: Path, path: Path, timeout: float) -> dict[str, Any]:

@@ -5,7 +5,11 @@ Every vectorised replicate in :mod:`calibench.metrics` is built from pieces that
 - ``resample_indices(n, n_resamples, seed)`` draws the item indices of all resamples from one
   ``numpy.random.default_rng(seed)`` in row chunks of about ``CHUNK_ITEMS`` indices (bounded memory).
   The chunk size depends only on ``n``, so the same ``(n, n_resamples, seed)`` always gives the same
-  resamples, whichever metric consumes them.
+  resamples, whichever metric consumes them. Paired callers (two runs, or a study's units, drawing
+  the same items) use these.
+- ``resample_positions(n, n_resamples, seed)`` draws sorted positions instead, each chunk from its
+  own stream (so workers can draw), block by block for very large n: the same bootstrap, counted
+  without a gather. ``summarize`` uses these (``replicate_all(..., paired=False)``).
 - ``RowKeys``: a chunk's group keys offset by ``row * n_groups``, so that one ``np.bincount`` gives
   the sum (or count) per (resample row, group) for every row at once. A metric whose resamples reduce
   to per-group sums (bins, distinct confidence values, kernel-grid points) needs nothing else.
@@ -17,12 +21,16 @@ Every vectorised replicate in :mod:`calibench.metrics` is built from pieces that
   (float counts, prefix sums). A metric then costs a few sequential passes over the atoms per resample
   (prefix sums, segment sums, dot products) instead of gathering and re-binning the resampled items.
 - ``replicate_all`` runs several metrics' chunk kernels over one stream of chunks, so the draws (and
-  the counts) are made once per group, not once per metric. The chunks are the parallel work (one
-  thread per core); BLAS is held to one thread meanwhile, since its own threads inside the kernels'
-  dot products would only wait for cores the chunk threads hold.
+  the counts) are made once per group, not once per metric; ``replicate_layouts`` does it for several
+  layouts of the same items (``compare``'s two runs). The chunks are the parallel work (one thread per
+  core, or forked processes for large inputs, :mod:`calibench.metrics.forked`); BLAS is held to one
+  thread meanwhile, since its own threads inside the kernels' dot products would only wait for cores
+  the chunk workers hold.
+- ``cache_blocks``: long chains of elementwise steps (AURC's risks, the wrong-count prefix, smooth
+  ECE's segment sums) run in blocks that stay in cache.
 
-The counts come from the same draws as ``resample_indices``: replicates equal the metric evaluated on
-those resamples (to rounding), whatever the chunking.
+Replicates equal the metric evaluated on the drawn resamples (to rounding), whatever the chunking,
+the blocking and the workers.
 """
 
 from __future__ import annotations
@@ -87,8 +95,9 @@ def position_chunks(n: int, n_resamples: int, seed: int = 0) -> list[tuple[int, 
     def chunk(size: int, stream: np.random.SeedSequence) -> Callable[[], np.ndarray]:
         def draw() -> np.ndarray:
             rng = np.random.default_rng(stream)
-            if n > LOCAL_DRAWS_ABOVE:
-                return np.stack([_local_positions(rng, n) for _ in range(size)])
+            if n > LOCAL_DRAWS_ABOVE:  # one resample per chunk at this size: a view, not a copy
+                return np.stack([_local_positions(rng, n) for _ in range(size)]) if size > 1 else \
+                    _local_positions(rng, n)[None, :]
             return rng.integers(0, n, size=(size, n), dtype=np.int64)
 
         return draw
