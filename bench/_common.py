@@ -281,3 +281,20 @@ class TreeMemory:
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join()
+
+
+def time_cli(args: list[str], env: dict[str, str], timeout: float) -> tuple[dict[str, Any], str]:
+    """Run ``calibench ARGS`` in a child process under GNU time and ``TreeMemory``: (wall seconds, CPU
+    seconds, the largest process's peak RSS, the tree's peak PSS) and its stdout, or ({"error": ...}, "")."""
+    cmd = ["/usr/bin/time", "-f", "BENCH %e %U %S %M", sys.executable, "-c",
+           "from calibench.cli import main; raise SystemExit(main())", *args]
+    with TreeMemory() as memory:
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        memory.watch(proc.pid)
+        stdout, stderr = proc.communicate(timeout=timeout)
+    stats = [line.split() for line in stderr.splitlines() if line.startswith("BENCH ")]
+    if proc.returncode != 0 or not stats:
+        return {"error": (stderr or stdout)[-2000:]}, ""
+    wall, user, system, rss_kb = (float(x) for x in stats[-1][1:])
+    return {"seconds": wall, "cpu_seconds": round(user + system, 2), "peak_rss_mb": round(rss_kb / 1024, 1),
+            "peak_tree_pss_mb": memory.peak_mb}, stdout

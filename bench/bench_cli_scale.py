@@ -81,21 +81,11 @@ def run_cli(src: Path, path: Path, resamples: int, timeout: float) -> dict[str, 
     """Time ``calibench metrics PATH --bootstrap R`` in a child process under GNU time (its own wall
     clock, CPU time and peak RSS)."""
     env = {**os.environ, "PYTHONPATH": str(src), "HF_HUB_OFFLINE": "1", "MPLBACKEND": "Agg", "COLUMNS": "120"}
-    cmd = ["/usr/bin/time", "-f", "BENCH %e %U %S %M", sys.executable, "-c",
-           "from calibench.cli import main; raise SystemExit(main())",
-           "metrics", str(path), "--bootstrap", str(resamples)]
-    with C.TreeMemory() as memory:
-        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        memory.watch(proc.pid)
-        stdout, stderr = proc.communicate(timeout=timeout)
-    stats = [line.split() for line in stderr.splitlines() if line.startswith("BENCH ")]
-    if proc.returncode != 0 or not stats:
-        return {"error": (stderr or stdout)[-2000:]}
-    wall, user, system, rss_kb = (float(x) for x in stats[-1][1:])
-    return {"seconds": wall, "cpu_seconds": round(user + system, 2), "peak_rss_mb": round(rss_kb / 1024, 1),
-            "peak_tree_pss_mb": memory.peak_mb,
-            "table": {cells[0].strip(): " ".join(c.strip() for c in cells[1:]) for line in stdout.splitlines()
-                      if line.startswith("\u2502") and len(cells := line.strip("\u2502 ").split("\u2502")) >= 2}}
+    run, stdout = C.time_cli(["metrics", str(path), "--bootstrap", str(resamples)], env, timeout)
+    if "error" in run:
+        return run
+    return {**run, "table": {cells[0].strip(): " ".join(c.strip() for c in cells[1:]) for line in stdout.splitlines()
+                             if line.startswith("\u2502") and len(cells := line.strip("\u2502 ").split("\u2502")) >= 2}}
 
 
 def run_read(src: Path, path: Path, timeout: float) -> dict[str, Any]:

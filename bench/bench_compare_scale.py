@@ -22,7 +22,6 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -39,21 +38,12 @@ TEMPERATURE_B = 1.5
 
 def run_compare(src: Path, a: Path, b: Path, out: Path, resamples: int, timeout: float) -> dict[str, Any]:
     env = {**os.environ, "PYTHONPATH": str(src), "HF_HUB_OFFLINE": "1", "MPLBACKEND": "Agg"}
-    cmd = ["/usr/bin/time", "-f", "BENCH %e %U %S %M", sys.executable, "-c",
-           "from calibench.cli import main; raise SystemExit(main())",
-           "compare", str(a), str(b), "--bootstrap", str(resamples), "--out", str(out), "--json"]
-    with C.TreeMemory() as memory:
-        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        memory.watch(proc.pid)
-        stdout, stderr = proc.communicate(timeout=timeout)
-    stats = [line.split() for line in stderr.splitlines() if line.startswith("BENCH ")]
-    if proc.returncode != 0 or not stats:
-        return {"error": (stderr or stdout)[-2000:]}
-    wall, user, system, rss_kb = (float(x) for x in stats[-1][1:])
+    run, stdout = C.time_cli(["compare", str(a), str(b), "--bootstrap", str(resamples), "--out", str(out), "--json"],
+                             env, timeout)
+    if "error" in run:
+        return run
     rows = json.loads(stdout)["rows"]
-    return {"seconds": wall, "cpu_seconds": round(user + system, 2), "peak_rss_mb": round(rss_kb / 1024, 1),
-            "peak_tree_pss_mb": memory.peak_mb,
-            "deltas": {r["metric"]: [r["delta"], r["low"], r["high"], r["p_value"]] for r in rows}}
+    return {**run, "deltas": {r["metric"]: [r["delta"], r["low"], r["high"], r["p_value"]] for r in rows}}
 
 
 def _sizes(text: str) -> list[int]:

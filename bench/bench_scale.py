@@ -205,6 +205,8 @@ def bench(sizes: list[int], *, resamples: int, cores: int, base_src: str | None,
             ratios["base_over_calibench_peak_rss"] = _ratio(entry["base"], ours, "peak_rss_mb")
             if "error" not in entry["base"] and "error" not in ours:
                 entry["max_abs_diff_vs_base"] = _max_abs_diff(ours["values"], entry["base"]["values"])
+                entry["max_abs_diff_estimates_vs_base"] = _max_abs_diff(
+                    {k: v[:1] for k, v in ours["values"].items()}, {k: v[:1] for k, v in entry["base"]["values"].items()})
         if "peer" in entry and "error" not in entry["peer"] and "error" not in ours:
             ratios["peer_over_calibench_seconds"] = entry["peer"]["seconds_extrapolated"] / ours["seconds"]
         entry["ratios"] = ratios
