@@ -110,10 +110,10 @@ def compare_runs(run_a: str | Path, run_b: str | Path, *, n_resamples: int = 100
     from calibench.metrics import METRICS, metric_function
     from calibench.metrics.bootstrap import delta_from_replicates
     from calibench.metrics.intervals import check_ci
-    from calibench.metrics.resample import replicate_layouts
-    from calibench.metrics.summary import ResamplingPlan
     from calibench.metrics.notes import metric_notes
     from calibench.metrics.registry import group_inputs, padded_probs
+    from calibench.metrics.resample import replicate_layouts
+    from calibench.metrics.summary import ResamplingPlan
     from calibench.records import load_run_records
 
     ci = check_ci(ci)
