@@ -149,9 +149,11 @@ def compare_runs(run_a: str | Path, run_b: str | Path, *, n_resamples: int = 100
         reps_a, reps_b = replicate_layouts([(p.layout, p.kernels) for p in plans], n_resamples, seed)
         for i, (name, _, fn) in enumerate(chosen):
             arr_a, arr_b = plans[0].arrays[i], plans[1].arrays[i]
-            pdl = delta_from_replicates(fn, arr_a, arr_b, reps_a[i], reps_b[i], level=level, ci=ci)
-            rows.append({"task": task, "method": method, "metric": name, "a": float(fn(*arr_a)),
-                         "b": float(fn(*arr_b)), "delta": pdl.delta, "low": pdl.low, "high": pdl.high,
+            est_a, est_b = float(fn(*arr_a)), float(fn(*arr_b))
+            pdl = delta_from_replicates(fn, arr_a, arr_b, reps_a[i], reps_b[i], level=level, ci=ci,
+                                        estimates=(est_a, est_b))
+            rows.append({"task": task, "method": method, "metric": name, "a": est_a,
+                         "b": est_b, "delta": pdl.delta, "low": pdl.low, "high": pdl.high,
                          "p_value": pdl.p_value, "n": pdl.n})
             shown[name] = {"estimate": pdl.delta, "low": pdl.low, "high": pdl.high, "widened": pdl.widened}
         missing_in = ga if probs_a is None else gb

@@ -262,10 +262,13 @@ def paired_delta(
 
 
 def delta_from_replicates(func: Callable[..., float], arrays_a: Sequence[Any], arrays_b: Sequence[Any],
-                          rep_a: np.ndarray, rep_b: np.ndarray, *, level: float, ci: str) -> PairedDelta:
+                          rep_a: np.ndarray, rep_b: np.ndarray, *, level: float, ci: str,
+                          estimates: tuple[float, float] | None = None) -> PairedDelta:
     """``func(b) - func(a)`` with the interval and p-value of paired replicates (the same resamples'
-    items from both runs, ``arrays_b`` in the item order of ``arrays_a``)."""
-    delta = float(func(*arrays_b)) - float(func(*arrays_a))
+    items from both runs, ``arrays_b`` in the item order of ``arrays_a``). ``estimates``: ``(func(a),
+    func(b))`` where the caller has them already."""
+    est_a, est_b = estimates if estimates is not None else (float(func(*arrays_a)), float(func(*arrays_b)))
+    delta = est_b - est_a
     replicates = rep_b - rep_a
     accel = 0.0
     if ci == "bca":

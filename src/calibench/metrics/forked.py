@@ -19,7 +19,7 @@ import multiprocessing
 import os
 import sys
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -27,7 +27,7 @@ import numpy as np
 PROCESSES_ABOVE = 1 << 17  # items; below, a chunk holds many resamples and threads keep the cores busy
 WORKERS_ENV = "CALIBENCH_CHUNK_WORKERS"  # "threads" keeps chunk evaluation in this process
 
-Evaluate = Callable[[np.ndarray, Any], list[list[np.ndarray]]]
+Run = Callable[[Any, Any], list[list[np.ndarray]]]  # (task, scratch) -> the chunk's values
 
 
 def wanted(n: int, workers: int) -> bool:
@@ -46,16 +46,13 @@ def wanted(n: int, workers: int) -> bool:
 _STATE: dict[str, Any] = {}
 
 
-def _start(evaluate: Evaluate, draws: Sequence[Callable[[], np.ndarray]] | None, make_scratch: Callable[[], Any]
-           ) -> None:
-    _STATE.update(evaluate=evaluate, draws=draws, scratch=make_scratch())
+def _start(run: Run, make_scratch: Callable[[], Any]) -> None:
+    _STATE.update(run=run, scratch=make_scratch())
 
 
-def _run(task: int | np.ndarray) -> list[list[np.ndarray]]:
-    """One chunk in a worker: ``task`` is the index of a draw function, or the drawn indices."""
-    draws = _STATE["draws"]
-    idx = task if draws is None else draws[task]()
-    return _STATE["evaluate"](idx, _STATE["scratch"])
+def _run(task: Any) -> list[list[np.ndarray]]:
+    """One chunk in a worker, with the worker's own scratch."""
+    return _STATE["run"](task, _STATE["scratch"])
 
 
 class Pending:
@@ -69,23 +66,20 @@ class Pending:
 
 
 class ForkedPool:
-    """``workers`` forked processes evaluating chunks: ``submit(task)`` -> ``Pending``.
-
-    ``draws``: the chunks' draw functions, when workers draw for themselves (tasks are their indices);
-    None when the caller draws and submits the indices. All workers are forked when the pool opens,
-    before any task thread of the pool exists.
+    """``workers`` forked processes evaluating chunks: ``submit(task)`` -> ``Pending`` of
+    ``run(task, scratch)`` in a worker. All workers are forked when the pool opens, before any task
+    thread of the pool exists.
     """
 
-    def __init__(self, workers: int, evaluate: Evaluate, draws: Sequence[Callable[[], np.ndarray]] | None,
-                 make_scratch: Callable[[], Any]) -> None:
+    def __init__(self, workers: int, run: Run, make_scratch: Callable[[], Any]) -> None:
         context = multiprocessing.get_context("fork")
         with warnings.catch_warnings():
             # Python 3.12+ warns on any fork of a threaded process (a reader's Arrow threads): the
             # workers only run numpy on memory they inherit, and never touch those threads' locks
             warnings.filterwarnings("ignore", message=r".*fork\(\) may lead to deadlocks", category=DeprecationWarning)
-            self._pool = context.Pool(workers, initializer=_start, initargs=(evaluate, draws, make_scratch))
+            self._pool = context.Pool(workers, initializer=_start, initargs=(run, make_scratch))
 
-    def submit(self, task: int | np.ndarray) -> Pending:
+    def submit(self, task: Any) -> Pending:
         return Pending(self._pool.apply_async(_run, (task,)))
 
     def __enter__(self) -> ForkedPool:

@@ -506,7 +506,9 @@ def _replicate(groups: Sequence[tuple[Layout, Sequence[Kernel]]], n_resamples: i
     position_draws = None if paired else position_chunks(n, n_resamples, seed)
     draws = None if position_draws is None else [draw for _, draw in position_draws]
 
-    def evaluate(idx: np.ndarray, scratch: Scratch) -> list[list[np.ndarray]]:
+    def run(task: int | np.ndarray, scratch: Scratch) -> list[list[np.ndarray]]:
+        """A chunk's values: ``task`` is a position chunk's index (drawn here) or drawn item indices."""
+        idx = task if draws is None else draws[task]()  # type: ignore[index]
         return _evaluate(groups, paired, idx, scratch)
 
     def tasks() -> Iterator[tuple[int, int | np.ndarray]]:
@@ -521,17 +523,14 @@ def _replicate(groups: Sequence[tuple[Layout, Sequence[Kernel]]], n_resamples: i
             for out, v in zip(group_outs, group_values, strict=True):
                 out[row : row + v.shape[0]] = v
 
-    def drawn(task: int | np.ndarray) -> np.ndarray:
-        return task if draws is None else draws[task]()  # type: ignore[index]
-
     if workers == 1:
         row, scratch = 0, Scratch()
         for rows, task in tasks():
-            store(row, evaluate(drawn(task), scratch))
+            store(row, run(task, scratch))
             row += rows
         return outs
     if forked.wanted(n, workers):
-        pool: Any = forked.ForkedPool(workers, evaluate, draws, Scratch)
+        pool: Any = forked.ForkedPool(workers, run, Scratch)
         submit = pool.submit
     else:
         local = threading.local()  # one Scratch per thread (this call's threads only)
@@ -539,7 +538,7 @@ def _replicate(groups: Sequence[tuple[Layout, Sequence[Kernel]]], n_resamples: i
         def in_thread(task: int | np.ndarray) -> list[list[np.ndarray]]:
             if not hasattr(local, "scratch"):
                 local.scratch = Scratch()
-            return evaluate(drawn(task), local.scratch)
+            return run(task, local.scratch)
 
         pool = ThreadPoolExecutor(max_workers=workers)
         submit = functools.partial(pool.submit, in_thread)
